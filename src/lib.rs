@@ -1,0 +1,2 @@
+//! keygate: a thread-per-core API gateway for AI and HTTP API providers.
+#![deny(unsafe_code)]
