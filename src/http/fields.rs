@@ -1,0 +1,221 @@
+//! Header fields as spans of the head buffer, and the framing facts read from them.
+
+use std::ops::Range;
+
+use super::ParseError;
+
+/// Fields a proxy must not forward (RFC 9110 §7.6.1), besides those named in `Connection`.
+/// `Content-Length` and `Transfer-Encoding` are also dropped, because the encoder writes the
+/// framing it decided itself; `Expect` is answered by the gateway.
+const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"transfer-encoding",
+    b"upgrade",
+    b"trailer",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"content-length",
+    b"expect",
+];
+
+/// One header field: where its name and value sit in the head's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The name's bytes, case kept as received.
+    pub name: Range<u32>,
+    /// The value's bytes, without surrounding whitespace.
+    pub value: Range<u32>,
+    /// What the proxy must do with this field.
+    pub flags: FieldFlags,
+}
+
+/// Facts about a field that decide whether and how it is forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FieldFlags(u8);
+
+impl FieldFlags {
+    /// Not forwarded to the next hop.
+    pub const HOP_BY_HOP: FieldFlags = FieldFlags(1);
+    /// The `Host` field (replaced by the upstream's authority).
+    pub const HOST: FieldFlags = FieldFlags(2);
+
+    /// Whether every flag of `other` is set.
+    pub fn contains(self, other: FieldFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Sets the flags of `other`.
+    pub fn insert(&mut self, other: FieldFlags) {
+        self.0 |= other.0;
+    }
+}
+
+/// What the framing-related fields of a head say, checked for ambiguity.
+#[derive(Debug, Default)]
+pub(super) struct FieldFacts {
+    pub content_length: Option<u64>,
+    pub transfer_encoding: bool,
+    pub chunked: bool,
+    pub connection_close: bool,
+    pub connection_keep_alive: bool,
+    pub connection_options: bool,
+    pub host_count: u32,
+    pub expect_continue: bool,
+    pub expect_other: bool,
+}
+
+/// Turns httparse's fields into spans of `base` and collects the facts the framing rules need.
+pub(super) fn collect(
+    base: &[u8],
+    headers: &[httparse::Header<'_>],
+    fields: &mut Vec<Field>,
+) -> Result<FieldFacts, ParseError> {
+    let mut facts = FieldFacts::default();
+    fields.clear();
+
+    for header in headers {
+        let name = header.name.as_bytes();
+        let value = trim(header.value);
+        let mut flags = FieldFlags::default();
+
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let length = parse_content_length(value)?;
+            // Repeated identical values may be merged; differing ones are fatal (§6.3 rule 5).
+            if facts.content_length.is_some_and(|seen| seen != length) {
+                return Err(ParseError::BadContentLength);
+            }
+            facts.content_length = Some(length);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if facts.transfer_encoding {
+                // Several Transfer-Encoding lines form one list; only a lone `chunked` is
+                // accepted, so a second line always names a second coding.
+                return Err(ParseError::UnsupportedTransferEncoding);
+            }
+            facts.transfer_encoding = true;
+            facts.chunked = value.eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                facts.connection_close |= close;
+                facts.connection_keep_alive |= keep_alive;
+                facts.connection_options |= !close && !keep_alive && !token.is_empty();
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            facts.host_count += 1;
+            flags.insert(FieldFlags::HOST);
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                facts.expect_continue = true;
+            } else {
+                facts.expect_other = true;
+            }
+        }
+
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) {
+            flags.insert(FieldFlags::HOP_BY_HOP);
+        }
+        fields.push(Field {
+            name: span(base, name),
+            value: span(base, value),
+            flags,
+        });
+    }
+
+    if facts.connection_options {
+        mark_connection_options(base, fields);
+    }
+    Ok(facts)
+}
+
+/// Marks every field named in a `Connection` field as hop-by-hop (RFC 9110 §7.6.1).
+fn mark_connection_options(base: &[u8], fields: &mut [Field]) {
+    let named = |name: &[u8]| {
+        fields.iter().any(|field| {
+            let field_name = &base[field.name.start as usize..field.name.end as usize];
+            field_name.eq_ignore_ascii_case(b"connection")
+                && base[field.value.start as usize..field.value.end as usize]
+                    .split(|&b| b == b',')
+                    .any(|token| trim(token).eq_ignore_ascii_case(name))
+        })
+    };
+    let mut hop = Vec::new();
+    for (index, field) in fields.iter().enumerate() {
+        let name = &base[field.name.start as usize..field.name.end as usize];
+        if !field.flags.contains(FieldFlags::HOP_BY_HOP) && named(name) {
+            hop.push(index);
+        }
+    }
+    for index in hop {
+        fields[index].flags.insert(FieldFlags::HOP_BY_HOP);
+    }
+}
+
+/// Content-Length is 1*DIGIT (RFC 9110 §8.6); a list of equal values is accepted.
+fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
+    let mut result = None;
+    for item in value.split(|&b| b == b',').map(trim) {
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadContentLength);
+        }
+        let length = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if result.is_some_and(|seen| seen != length) {
+            return Err(ParseError::BadContentLength);
+        }
+        result = Some(length);
+    }
+    result.ok_or(ParseError::BadContentLength)
+}
+
+/// Strips optional whitespace (SP and HTAB) from both ends.
+pub(super) fn trim(bytes: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// The position of `part`, a subslice of `base`, as a range of offsets.
+pub(super) fn span(base: &[u8], part: &[u8]) -> Range<u32> {
+    let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+    // Heads are bounded far below 4 GiB by the configured limit.
+    let start = start.min(base.len()) as u32;
+    start..start + part.len() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_values() {
+        let table: &[(&[u8], Result<u64, ParseError>)] = &[
+            (b"0", Ok(0)),
+            (b"42", Ok(42)),
+            (b"42, 42", Ok(42)),
+            (b"42,43", Err(ParseError::BadContentLength)),
+            (b"+42", Err(ParseError::BadContentLength)),
+            (b"-1", Err(ParseError::BadContentLength)),
+            (b"4 2", Err(ParseError::BadContentLength)),
+            (b"0x10", Err(ParseError::BadContentLength)),
+            (b"", Err(ParseError::BadContentLength)),
+            (b"99999999999999999999", Err(ParseError::BadContentLength)),
+        ];
+        for (input, expected) in table {
+            assert_eq!(&parse_content_length(input), expected, "{:?}", input);
+        }
+    }
+
+    #[test]
+    fn trim_strips_only_optional_whitespace() {
+        assert_eq!(trim(b" \t a b \t"), b"a b");
+        assert_eq!(trim(b"   "), b"");
+        assert_eq!(trim(b""), b"");
+    }
+}
