@@ -1,18 +1,19 @@
-//! Small value languages inside config strings: durations, rates, byte sizes, endpoints.
+//! Small value languages inside config strings: durations, rates and byte sizes, and the
+//! error type they share with endpoint URLs.
 //!
-//! Pure functions from text to values; no I/O, except that [`Endpoint::resolve`] calls the
-//! resolver it is handed. The error messages name what was written and what would be
-//! accepted, so the validator can show them as they are.
+//! Pure functions from text to values, with no I/O. The error messages name what was written
+//! and what would be accepted, so the validator can show them as they are.
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Why a value string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
     /// A duration without a number, without a unit, or with an unknown unit.
-    #[error("invalid duration {0:?}; write a whole number and a unit: ms, s, m or h (\"500ms\", \"10s\")")]
+    #[error(
+        "invalid duration {0:?}; write a whole number and a unit: ms, s, m or h \
+         (\"500ms\", \"10s\")"
+    )]
     Duration(String),
     /// A rate not of the form `n/s`, `n/m` or `n/h`.
     #[error("invalid rate {0:?}; write a count and a period: \"5/s\", \"100/m\" or \"1000/h\"")]
@@ -54,31 +55,6 @@ pub struct Rate {
     pub count: u64,
     /// The period: one second, one minute or one hour.
     pub per: Duration,
-}
-
-/// An upstream address: where to connect and what to send as `Host`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// The address to connect to, resolved once at load.
-    pub addr: SocketAddr,
-    /// `host[:port]` exactly as written, for the `Host` header (RFC 9110 section 7.2 lets
-    /// the default port be left out).
-    pub authority: String,
-    /// The URL as written in the config, without a trailing `/`; for logs and messages.
-    pub url: String,
-}
-
-/// An endpoint URL taken apart but not yet resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointSpec {
-    /// Host to resolve: a name, an IPv4 address, or an IPv6 address without brackets.
-    pub host: String,
-    /// Port to connect to; 80 when not written.
-    pub port: u16,
-    /// `host[:port]` as written.
-    pub authority: String,
-    /// The URL as written, without a trailing `/`.
-    pub url: String,
 }
 
 /// Reads a duration: a whole number followed by `ms`, `s`, `m` or `h`.
@@ -142,75 +118,6 @@ pub fn parse_byte_size(text: &str) -> Result<u64, ValueError> {
         .ok_or_else(|| ValueError::Overflow(text.to_string()))
 }
 
-/// Takes apart `http://host[:port][/]`. Anything else is an error, including a path.
-pub fn parse_endpoint(text: &str) -> Result<EndpointSpec, ValueError> {
-    let bad = || ValueError::Endpoint(text.to_string());
-    let url = text.trim();
-
-    // The scheme is case-insensitive (RFC 3986 section 3.1).
-    let scheme_end = url.find("://").ok_or_else(bad)?;
-    let scheme = &url[..scheme_end];
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(ValueError::Https);
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(bad());
-    }
-
-    let rest = &url[scheme_end + 3..];
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if !(path.is_empty() || path == "/") {
-        return Err(ValueError::EndpointPath(text.to_string()));
-    }
-    if authority.is_empty() || authority.contains('@') {
-        return Err(bad());
-    }
-
-    let (host, port) = split_host_port(authority).ok_or_else(bad)?;
-    Ok(EndpointSpec {
-        host: host.to_string(),
-        port,
-        authority: authority.to_string(),
-        url: url.trim_end_matches('/').to_string(),
-    })
-}
-
-impl Endpoint {
-    /// Resolves `spec` with `resolve` (given the host and port) unless the host is an IP
-    /// address already.
-    pub fn resolve(spec: EndpointSpec, resolve: &Resolver<'_>) -> Result<Endpoint, ValueError> {
-        let addr = match spec.host.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, spec.port),
-            Err(_) => resolve(&spec.host, spec.port).map_err(|err| ValueError::Resolve {
-                host: spec.host.clone(),
-                reason: err.to_string(),
-            })?,
-        };
-        Ok(Endpoint {
-            addr,
-            authority: spec.authority,
-            url: spec.url,
-        })
-    }
-}
-
-/// Turns a host name and port into one address. [`system_resolver`] is the real one.
-pub type Resolver<'a> = dyn Fn(&str, u16) -> io::Result<SocketAddr> + 'a;
-
-/// Resolves with the system resolver (`getaddrinfo`), taking the first address. Blocks; call
-/// it only while loading a config, never on the request path.
-pub fn system_resolver(host: &str, port: u16) -> io::Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
-
-    (host, port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses"))
-}
-
 /// Splits leading ASCII digits from the rest: `"10ms"` gives `(10, "ms")`. `None` when there
 /// are no digits or they overflow `u64`.
 fn split_number(text: &str) -> Option<(u64, &str)> {
@@ -220,38 +127,6 @@ fn split_number(text: &str) -> Option<(u64, &str)> {
     }
     let number = text[..digits].parse().ok()?;
     Some((number, &text[digits..]))
-}
-
-/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 80 and may not
-/// be 0.
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
-    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']')?;
-        v6.parse::<std::net::Ipv6Addr>().ok()?;
-        match after {
-            "" => (v6, None),
-            _ => (v6, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
-    if !host_ok {
-        return None;
-    }
-    let port = match port {
-        None => 80,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
-        Some(_) => return None,
-    };
-    (port != 0).then_some((host, port))
 }
 
 #[cfg(test)]
@@ -361,97 +236,5 @@ mod tests {
             parse_byte_size("18446744073709551615GiB"),
             Err(ValueError::Overflow(_))
         ));
-    }
-
-    #[test]
-    fn endpoints_parse() {
-        let good = [
-            ("http://127.0.0.1:9001", "127.0.0.1", 9001, "127.0.0.1:9001"),
-            (
-                "http://127.0.0.1:9001/",
-                "127.0.0.1",
-                9001,
-                "127.0.0.1:9001",
-            ),
-            ("HTTP://10.0.0.1", "10.0.0.1", 80, "10.0.0.1"),
-            ("http://api.local:8080", "api.local", 8080, "api.local:8080"),
-            ("http://[::1]:9001", "::1", 9001, "[::1]:9001"),
-            ("http://[::1]", "::1", 80, "[::1]"),
-        ];
-        for (text, host, port, authority) in good {
-            let spec = parse_endpoint(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-            assert_eq!(
-                (spec.host.as_str(), spec.port, spec.authority.as_str()),
-                (host, port, authority),
-                "{text:?}"
-            );
-            assert!(!spec.url.ends_with('/'), "{text:?}");
-        }
-
-        let bad = [
-            ("https://api.openai.com", ValueError::Https),
-            ("HTTPS://x:1", ValueError::Https),
-            (
-                "127.0.0.1:9001",
-                ValueError::Endpoint("127.0.0.1:9001".into()),
-            ),
-            ("ftp://x", ValueError::Endpoint("ftp://x".into())),
-            ("http://", ValueError::Endpoint("http://".into())),
-            ("http://:80", ValueError::Endpoint("http://:80".into())),
-            ("http://x:0", ValueError::Endpoint("http://x:0".into())),
-            (
-                "http://x:65536",
-                ValueError::Endpoint("http://x:65536".into()),
-            ),
-            ("http://x:", ValueError::Endpoint("http://x:".into())),
-            ("http://x:y", ValueError::Endpoint("http://x:y".into())),
-            ("http://u@x", ValueError::Endpoint("http://u@x".into())),
-            ("http://[::1", ValueError::Endpoint("http://[::1".into())),
-            (
-                "http://[::1]x",
-                ValueError::Endpoint("http://[::1]x".into()),
-            ),
-            ("http://a b", ValueError::Endpoint("http://a b".into())),
-            (
-                "http://x/v1",
-                ValueError::EndpointPath("http://x/v1".into()),
-            ),
-            ("http://x?q", ValueError::EndpointPath("http://x?q".into())),
-            ("http://x//", ValueError::EndpointPath("http://x//".into())),
-        ];
-        for (text, want) in bad {
-            assert_eq!(parse_endpoint(text), Err(want), "{text:?}");
-        }
-    }
-
-    #[test]
-    fn endpoints_resolve_names_only() {
-        let resolver = |host: &str, port: u16| -> io::Result<SocketAddr> {
-            match host {
-                "upstream.test" => Ok(SocketAddr::from(([10, 1, 2, 3], port))),
-                _ => Err(io::Error::new(io::ErrorKind::NotFound, "unknown host")),
-            }
-        };
-        let resolve = |text: &str| {
-            let spec = parse_endpoint(text).map_err(|e| e.to_string())?;
-            Endpoint::resolve(spec, &resolver).map_err(|e| e.to_string())
-        };
-
-        let ip = resolve("http://127.0.0.1:9001").map(|e| e.addr);
-        assert_eq!(ip, Ok(SocketAddr::from(([127, 0, 0, 1], 9001))));
-        let v6 = resolve("http://[::1]:9").map(|e| e.addr.to_string());
-        assert_eq!(v6, Ok("[::1]:9".to_string()));
-        let name = resolve("http://upstream.test").map(|e| (e.addr, e.authority));
-        assert_eq!(
-            name,
-            Ok((
-                SocketAddr::from(([10, 1, 2, 3], 80)),
-                "upstream.test".to_string()
-            ))
-        );
-        assert_eq!(
-            resolve("http://nowhere.test:1").map(|e| e.addr),
-            Err("cannot resolve \"nowhere.test\": unknown host".to_string())
-        );
     }
 }
