@@ -23,10 +23,15 @@ pub(crate) fn fake_dns(host: &str, port: u16) -> io::Result<SocketAddr> {
     }
 }
 
+/// Parses `text` as `c.toml`, relative to a directory that does not exist.
+pub(crate) fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let base = Path::new("/nonexistent/keygate-config-test");
+    Config::parse_with_resolver(text, Path::new("c.toml"), base, &fake_dns)
+}
+
 /// Parses `text` as `c.toml` and returns its problems, one per line, or "ok".
 pub(crate) fn problems(text: &str) -> String {
-    let base = Path::new("/nonexistent/keygate-config-test");
-    match Config::parse_with_resolver(text, Path::new("c.toml"), base, &fake_dns) {
+    match parse(text) {
         Ok(_) => "ok".to_string(),
         Err(errors) => errors.to_string(),
     }

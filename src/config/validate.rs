@@ -122,19 +122,32 @@ fn routes(raw: &[toml::Spanned<RawRoute>], upstreams: &[&str], cx: &mut Ctx<'_, 
     routes
 }
 
-/// A route's host, lowercased, with any `:port` removed (the port is not matched).
+/// A route's host, lowercased, with any `:port` removed (the port is not matched). An IPv6
+/// address keeps its brackets, as it appears in a `Host` header (RFC 9110 section 7.2).
 fn route_host(v: &Text, cx: &mut Ctx<'_, '_>) -> String {
     let written = v.get_ref();
     let host = match written.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((host, port))
+            if (!host.contains(':') || host.ends_with(']'))
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             host
         }
         _ => written.as_str(),
     };
-    let valid = !host.is_empty()
-        && host.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
-        });
+
+    let valid = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
     if !valid {
         cx.problems
             .at(v.span(), format!("host {written:?} is not a host name"));
@@ -316,6 +329,30 @@ mod tests {
                 "c.toml:4:8: tenant name \"\" must be 1 to 64 of A-Z a-z 0-9 _ . -",
             ),
         ]);
+
+        let hosts = [
+            ("Api.Example.COM", "api.example.com"),
+            ("api.example.com:8443", "api.example.com"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]", "[::1]"),
+            ("[::1]:8080", "[::1]"),
+        ];
+        for (written, want) in hosts {
+            let text = format!(
+                "{GATEWAY}{UPSTREAM}{}",
+                route("/", &format!("host = \"{written}\"\n"), "up")
+            );
+            let config = super::super::tests::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.routes[0].host.as_deref(), Some(want), "{written}");
+        }
+        for bad in ["a.test:", "a:b:c", "[::1", "[nope]", ""] {
+            let text = format!(
+                "{GATEWAY}{UPSTREAM}{}",
+                route("/", &format!("host = \"{bad}\"\n"), "up")
+            );
+            let want = format!("c.toml:9:8: host \"{bad}\" is not a host name");
+            assert_eq!(problems(&text), want);
+        }
 
         // The same prefix on different hosts, or with and without a host, is fine.
         let text = format!(
