@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{IntOrText, RawGateway, Text};
-use super::tuning::Tuning;
-use super::validate::{duration, duration_or_zero, int, relative_to, Ctx};
+use super::tuning::{Tuning, TUNING_FILE_LIMIT};
+use super::validate::{duration, duration_or_zero, int, read_limited, relative_to, Ctx};
 use super::value;
 
 /// `[gateway]`: how the gateway listens and what it accepts from clients.
@@ -153,7 +153,7 @@ pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tunin
 
 /// Reads and validates the tuning file; an unreadable file is a problem at `written`.
 fn tuning_from(file: &Path, written: &Text, cx: &mut Ctx<'_, '_>) -> Tuning {
-    match std::fs::read_to_string(file) {
+    match read_limited(file, TUNING_FILE_LIMIT) {
         Ok(text) => Tuning::parse(&text, file).unwrap_or_else(|errors| {
             cx.problems.extend(errors);
             Tuning::default()

@@ -32,6 +32,9 @@ pub use tuning::Tuning;
 pub use upstream::{Provider, ProviderKeyConfig, Upstream};
 pub use value::{parse_byte_size, parse_duration, parse_rate, Rate, ValueError};
 
+/// Largest config file read, in bytes: room for hundreds of thousands of client keys.
+const CONFIG_FILE_LIMIT: u64 = 64 << 20;
+
 /// A loaded, validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,7 +76,7 @@ impl Config {
     /// Reads and validates `path` (and the tuning file it names). Relative paths in the file
     /// are taken from the file's directory. A file that cannot be read is one problem at 1:1.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
+        let text = validate::read_limited(path, CONFIG_FILE_LIMIT)
             .map_err(|err| ConfigErrors::whole_file(path, format!("cannot read: {err}")))?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
         Config::parse(&text, path, base_dir)

@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::error::Problems;
+use super::validate::read_limited;
+
+/// Largest `secret_file` read, in bytes; keys are well under a kilobyte.
+const SECRET_FILE_LIMIT: u64 = 64 << 10;
 
 /// A provider key's secret, kept to be sent upstream. Debug and Display print `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -172,7 +176,7 @@ pub(crate) fn read_secret(
         }
         SecretForm::File => {
             let path = base_dir.join(written);
-            match std::fs::read_to_string(&path) {
+            match read_limited(&path, SECRET_FILE_LIMIT) {
                 Ok(text) => text.trim_end_matches(['\n', '\r']).to_string(),
                 Err(err) => {
                     problems.at(span, format!("cannot read {}: {err}", path.display()));

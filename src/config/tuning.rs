@@ -13,7 +13,10 @@ use serde::Deserialize;
 use super::endpoint::system_resolver;
 use super::error::{ConfigErrors, Problems};
 use super::raw::Int;
-use super::validate::{int, Ctx};
+use super::validate::{int, read_limited, Ctx};
+
+/// Largest tuning file read, in bytes; the real ones are a few hundred.
+pub(crate) const TUNING_FILE_LIMIT: u64 = 1 << 20;
 
 /// Per-host tuning, with every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +66,7 @@ impl Default for Tuning {
 impl Tuning {
     /// Reads and validates a tuning file. A file that cannot be read is one problem at 1:1.
     pub fn load(path: &Path) -> Result<Tuning, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
+        let text = read_limited(path, TUNING_FILE_LIMIT)
             .map_err(|err| ConfigErrors::whole_file(path, format!("cannot read: {err}")))?;
         Tuning::parse(&text, path)
     }

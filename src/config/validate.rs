@@ -7,6 +7,7 @@
 //! validated in their own files.
 
 use std::collections::HashMap;
+use std::io::{self, Read};
 use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -274,6 +275,21 @@ pub(crate) fn duration_or_zero(
     })
 }
 
+/// Reads a UTF-8 file of at most `limit` bytes. No config file or secret needs more, and the
+/// cap keeps a path like `/dev/zero` from stalling the load.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> io::Result<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let msg = format!("file is larger than {limit} bytes");
+        return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file is not UTF-8"))
+}
+
 /// `base.join(path)` without `.` components, so `./state` reads as `BASE/state`.
 pub(crate) fn relative_to(base: &Path, path: &Path) -> PathBuf {
     base.join(path)
@@ -361,6 +377,21 @@ mod tests {
             route("/v1/", "", "up")
         );
         assert_eq!(problems(&text), "ok");
+    }
+
+    #[test]
+    fn files_past_the_limit_are_refused() {
+        use std::path::Path;
+
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/local.toml");
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0);
+        assert!(super::read_limited(&path, len).is_ok());
+        let err = super::read_limited(&path, len - 1).expect_err("over the limit");
+        assert_eq!(
+            err.to_string(),
+            format!("file is larger than {} bytes", len - 1)
+        );
     }
 
     #[test]
