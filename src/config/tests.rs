@@ -73,7 +73,11 @@ impl Drop for TempDir {
 fn some_env_var() -> (String, String) {
     std::env::vars()
         .find(|(name, value)| {
-            !name.is_empty() && !value.is_empty() && !value.chars().any(char::is_control)
+            let plain_name = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            !name.is_empty()
+                && plain_name
+                && !value.is_empty()
+                && !value.chars().any(char::is_control)
         })
         .expect("the test process has some environment variable")
 }
