@@ -1,0 +1,239 @@
+//! `[gateway]`: the listeners, client limits and timeouts, and the tuning file it names.
+//!
+//! Holds the typed gateway values and their validation. Paths here are joined to the config
+//! file's directory; the tuning file is read here, at load, and its problems are reported
+//! against its own name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{IntOrText, RawGateway, Text};
+use super::tuning::{Tuning, TUNING_FILE_LIMIT};
+use super::validate::{duration, duration_or_zero, int, read_limited, relative_to, Ctx};
+use super::value;
+
+/// `[gateway]`: how the gateway listens and what it accepts from clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Address for client traffic (plain HTTP). Required; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address for `/metrics`, `/healthz`, `/readyz` and `/admin/*`. Default: none (no
+    /// admin listener).
+    pub admin_listen: Option<SocketAddr>,
+    /// Name of the environment variable holding the admin bearer token. Only the name is
+    /// kept; the variable is read when the admin listener starts. Default: none.
+    pub admin_token_env: Option<String>,
+    /// How many shards (one thread each) to run. Default: [`Workers::Auto`].
+    pub workers: Workers,
+    /// Directory for quota counters and key states. Default `./state`, relative to the
+    /// config file's directory (already joined here).
+    pub state_dir: PathBuf,
+    /// Access log file, relative to the config file's directory (already joined here).
+    /// Default: none (no access log).
+    pub access_log: Option<PathBuf>,
+    /// The tuning file that was loaded into [`Config::tuning`](super::Config::tuning), if one was named.
+    pub tuning_file: Option<PathBuf>,
+    /// Largest request head accepted, in bytes; larger gets 431. Default 16384, range
+    /// 1024..=1048576.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted, in bytes; larger gets 413. Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// The whole request head must arrive within this. Default 10 s.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// On SIGTERM, in-flight requests get this long to finish. Default 30 s; 0 allowed.
+    pub drain_timeout: Duration,
+    /// Client connections each shard accepts at once. Default 10000.
+    pub max_connections: usize,
+}
+
+/// How many shards to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One shard per available core (`"auto"`).
+    Auto,
+    /// Exactly this many shards, 1..=1024.
+    Count(usize),
+}
+
+/// Validates `[gateway]` and loads the tuning file it names.
+pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tuning) {
+    let listen = socket_addr(&raw.listen, cx);
+    let admin_listen = raw.admin_listen.as_ref().map(|v| socket_addr(v, cx));
+    if let (Some(admin), Some(v)) = (admin_listen, &raw.admin_listen) {
+        if admin == listen && admin.port() != 0 {
+            cx.problems
+                .at(v.span(), "admin_listen must differ from listen");
+        }
+    }
+
+    let admin_token_env = raw.admin_token_env.as_ref().map(|v| {
+        let name = v.get_ref();
+        if name.is_empty() || name.contains(['=', '\0']) {
+            cx.problems.at(
+                v.span(),
+                format!("{name:?} is not an environment variable name"),
+            );
+        }
+        name.clone()
+    });
+
+    let workers = match raw.workers.as_ref() {
+        None => Workers::Auto,
+        Some(v) => match v.get_ref() {
+            IntOrText::Text(text) if text == "auto" => Workers::Auto,
+            IntOrText::Int(n) if (1..=1024).contains(n) => Workers::Count(*n as usize),
+            _ => {
+                cx.problems.at(
+                    v.span(),
+                    "workers must be \"auto\" or a number from 1 to 1024",
+                );
+                Workers::Auto
+            }
+        },
+    };
+
+    let max_body_bytes = match raw.max_body_bytes.as_ref() {
+        None => 10 << 20,
+        Some(v) => {
+            let parsed = match v.get_ref() {
+                IntOrText::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".into()),
+                IntOrText::Text(text) => value::parse_byte_size(text).map_err(|e| e.to_string()),
+            };
+            parsed.unwrap_or_else(|msg: String| {
+                cx.problems.at(v.span(), format!("max_body_bytes: {msg}"));
+                0
+            })
+        }
+    };
+
+    let tuning_file = raw.tuning.as_ref().and_then(|v| path(v, "tuning", cx));
+    let tuning = match (&tuning_file, &raw.tuning) {
+        (Some(file), Some(v)) => tuning_from(file, v, cx),
+        _ => Tuning::default(),
+    };
+
+    let gateway = Gateway {
+        listen,
+        admin_listen,
+        admin_token_env,
+        workers,
+        state_dir: match &raw.state_dir {
+            Some(v) => path(v, "state_dir", cx).unwrap_or_default(),
+            None => relative_to(cx.base_dir, Path::new("state")),
+        },
+        access_log: raw
+            .access_log
+            .as_ref()
+            .and_then(|v| path(v, "access_log", cx)),
+        tuning_file,
+        max_header_bytes: int(
+            &raw.max_header_bytes,
+            "max_header_bytes",
+            1024..=1 << 20,
+            16384,
+            cx,
+        ),
+        max_body_bytes,
+        header_timeout: duration(&raw.header_timeout, "header_timeout", 10, cx),
+        idle_timeout: duration(&raw.idle_timeout, "idle_timeout", 60, cx),
+        drain_timeout: duration_or_zero(&raw.drain_timeout, "drain_timeout", 30, cx),
+        max_connections: int(
+            &raw.max_connections,
+            "max_connections",
+            1..=1 << 30,
+            10_000,
+            cx,
+        ),
+    };
+    (gateway, tuning)
+}
+
+/// Reads and validates the tuning file; an unreadable file is a problem at `written`.
+fn tuning_from(file: &Path, written: &Text, cx: &mut Ctx<'_, '_>) -> Tuning {
+    match read_limited(file, TUNING_FILE_LIMIT) {
+        Ok(text) => Tuning::parse(&text, file).unwrap_or_else(|errors| {
+            cx.problems.extend(errors);
+            Tuning::default()
+        }),
+        Err(err) => {
+            let msg = format!("cannot read tuning file {}: {err}", file.display());
+            cx.problems.at(written.span(), msg);
+            Tuning::default()
+        }
+    }
+}
+
+fn socket_addr(v: &Text, cx: &mut Ctx<'_, '_>) -> SocketAddr {
+    v.get_ref().parse().unwrap_or_else(|_| {
+        let msg = format!(
+            "{:?} is not an IP address and port, like \"127.0.0.1:8080\"",
+            v.get_ref()
+        );
+        cx.problems.at(v.span(), msg);
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+/// A path from the config, joined to the config file's directory.
+fn path(v: &Text, key: &str, cx: &mut Ctx<'_, '_>) -> Option<PathBuf> {
+    if v.get_ref().is_empty() {
+        cx.problems.at(v.span(), format!("{key} must not be empty"));
+        return None;
+    }
+    Some(relative_to(cx.base_dir, Path::new(v.get_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{assert_problems, GATEWAY};
+
+    #[test]
+    fn problems_point_at_the_key_or_value() {
+        assert_problems(&[
+            (
+                format!("{GATEWAY}lisen = 1\n"),
+                "c.toml:3:1: unknown field `lisen`, expected one of `listen`,",
+            ),
+            (
+                format!("{GATEWAY}max_connections = \"many\"\n"),
+                "c.toml:3:19: invalid type: string \"many\", expected i64",
+            ),
+            (format!("{GATEWAY}idle_timeout = \"10s\n"), "c.toml:3:"),
+            ("[gateway]\n".into(), "c.toml:1:1: missing field `listen`"),
+            (String::new(), "c.toml:1:1: missing field `gateway`"),
+            (
+                format!("{GATEWAY}header_timeout = \"10x\"\n"),
+                "c.toml:3:18: header_timeout: invalid duration \"10x\"; write a whole number \
+                 and a unit: ms, s, m or h (\"500ms\", \"10s\")",
+            ),
+            (
+                format!("{GATEWAY}idle_timeout = \"0s\"\n"),
+                "c.toml:3:16: idle_timeout must be greater than zero",
+            ),
+            (
+                format!("{GATEWAY}workers = \"4\"\n"),
+                "c.toml:3:11: workers must be \"auto\" or a number from 1 to 1024",
+            ),
+            (
+                format!("{GATEWAY}max_body_bytes = \"10 TB\"\n"),
+                "c.toml:3:18: max_body_bytes: invalid size \"10 TB\";",
+            ),
+            (
+                format!("{GATEWAY}admin_listen = \"127.0.0.1:8080\"\n"),
+                "c.toml:3:16: admin_listen must differ from listen",
+            ),
+            (
+                format!("{GATEWAY}state_dir = \"\"\n"),
+                "c.toml:3:13: state_dir must not be empty",
+            ),
+            (
+                format!("{GATEWAY}tuning = \"missing.toml\"\n"),
+                "c.toml:3:10: cannot read tuning file \
+                 /nonexistent/keygate-config-test/missing.toml: ",
+            ),
+        ]);
+    }
+}

@@ -1,0 +1,437 @@
+//! Raw config to typed config: defaults, ranges, cross-references, and every problem found.
+//!
+//! Validation never stops early. Each check that fails records a problem at the value's
+//! span and substitutes a default so later checks still run; the config is returned only
+//! if no problem was recorded. This file holds the driver, `[[route]]`, `[[tenant]]` and the
+//! helpers the per-table files share; `[gateway]`, `[[upstream]]` and `[[client_key]]` are
+//! validated in their own files.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::ops::RangeInclusive;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::endpoint::Resolver;
+use super::error::{ConfigErrors, Problems};
+use super::raw::{Int, RawConfig, RawRoute, Text};
+use super::value;
+use super::{client_key, gateway, upstream, Config, Route, Tenant};
+
+/// What every table's validation needs: where problems go and how to reach the outside.
+pub(crate) struct Ctx<'a, 'p> {
+    pub problems: &'p mut Problems<'a>,
+    pub base_dir: &'p Path,
+    pub resolver: &'p Resolver<'p>,
+}
+
+/// Validates a whole file. `problems` is empty and belongs to `origin`.
+pub(crate) fn config(
+    raw: RawConfig,
+    origin: &Path,
+    base_dir: &Path,
+    resolver: &Resolver<'_>,
+    mut problems: Problems<'_>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx {
+        problems: &mut problems,
+        base_dir,
+        resolver,
+    };
+
+    let (gateway, tuning) = gateway::gateway(&raw.gateway, &mut cx);
+    let upstreams = upstream::upstreams(&raw.upstream, &mut cx);
+    let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let routes = routes(&raw.route, &upstream_names, &mut cx);
+
+    let mut seen = Seen::default();
+    let mut tenants = Vec::with_capacity(raw.tenant.len());
+    for tenant in &raw.tenant {
+        let name = &tenant.get_ref().name;
+        if check_name(name, "tenant name", &mut cx) {
+            seen.unique(name, "tenant", &mut cx);
+        }
+        tenants.push(Tenant {
+            name: name.get_ref().clone(),
+        });
+    }
+    let tenant_names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+    let client_keys = client_key::client_keys(&raw.client_key, &tenant_names, &mut cx);
+
+    if !problems.is_empty() {
+        return Err(problems.into_errors());
+    }
+    Ok(Config {
+        gateway,
+        tuning,
+        upstreams,
+        routes,
+        tenants,
+        client_keys,
+        source: origin.to_path_buf(),
+    })
+}
+
+fn routes(raw: &[toml::Spanned<RawRoute>], upstreams: &[&str], cx: &mut Ctx<'_, '_>) -> Vec<Route> {
+    let mut seen = Seen::default();
+    let mut routes = Vec::with_capacity(raw.len());
+    for route in raw {
+        let RawRoute {
+            path_prefix,
+            host,
+            upstream,
+        } = route.get_ref();
+
+        let prefix = path_prefix.get_ref();
+        if !prefix.starts_with('/')
+            || prefix.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+        {
+            cx.problems.at(
+                path_prefix.span(),
+                format!(
+                    "path_prefix {prefix:?} must start with '/' and hold no spaces, '?' or '#'"
+                ),
+            );
+        }
+
+        let host = host.as_ref().map(|v| route_host(v, cx));
+        if !upstreams.contains(&upstream.get_ref().as_str()) {
+            cx.problems.at(
+                upstream.span(),
+                format!(
+                    "route names upstream {:?}, which is not defined",
+                    upstream.get_ref()
+                ),
+            );
+        }
+
+        // Two routes with the same host and prefix: the second could never be chosen.
+        let key = format!("{} {prefix}", host.as_deref().unwrap_or("*"));
+        seen.unique_key(
+            key,
+            path_prefix.span(),
+            "route for host and path_prefix",
+            cx,
+        );
+
+        routes.push(Route {
+            path_prefix: prefix.clone(),
+            host,
+            upstream: upstream.get_ref().clone(),
+        });
+    }
+    routes
+}
+
+/// A route's host, lowercased, with any `:port` removed (the port is not matched). An IPv6
+/// address keeps its brackets, as it appears in a `Host` header (RFC 9110 section 7.2).
+fn route_host(v: &Text, cx: &mut Ctx<'_, '_>) -> String {
+    let written = v.get_ref();
+    let host = match written.rsplit_once(':') {
+        Some((host, port))
+            if (!host.contains(':') || host.ends_with(']'))
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            host
+        }
+        _ => written.as_str(),
+    };
+
+    let valid = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    if !valid {
+        cx.problems
+            .at(v.span(), format!("host {written:?} is not a host name"));
+    }
+    host.to_ascii_lowercase()
+}
+
+/// Remembers where each name was first defined, to report duplicates.
+#[derive(Default)]
+pub(crate) struct Seen {
+    first: HashMap<String, usize>,
+}
+
+impl Seen {
+    /// Records `name`; a second time is a problem at it naming the first's line.
+    pub(crate) fn unique(&mut self, name: &Text, what: &str, cx: &mut Ctx<'_, '_>) {
+        self.unique_key(name.get_ref().clone(), name.span(), what, cx);
+    }
+
+    pub(crate) fn unique_key(
+        &mut self,
+        key: String,
+        span: std::ops::Range<usize>,
+        what: &str,
+        cx: &mut Ctx<'_, '_>,
+    ) {
+        let line = cx.problems.line_of(span.start);
+        if let Some(first) = self.first.get(&key) {
+            let msg = format!("duplicate {what} {key:?}; first defined on line {first}");
+            cx.problems.at(span, msg);
+        } else {
+            self.first.insert(key, line);
+        }
+    }
+}
+
+/// Checks an id or name: `[A-Za-z0-9_.-]{1,64}`, safe as a metrics label and in logs.
+pub(crate) fn check_name(v: &Text, what: &str, cx: &mut Ctx<'_, '_>) -> bool {
+    let name = v.get_ref();
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !ok {
+        let msg = format!("{what} {name:?} must be 1 to 64 of A-Z a-z 0-9 _ . -");
+        cx.problems.at(v.span(), msg);
+    }
+    ok
+}
+
+/// An optional integer in `range`, or `default` when absent (or wrong, after a problem).
+pub(crate) fn int<T: TryFrom<i64>>(
+    v: &Option<Int>,
+    key: &str,
+    range: RangeInclusive<i64>,
+    default: T,
+    cx: &mut Ctx<'_, '_>,
+) -> T {
+    v.as_ref()
+        .and_then(|v| checked(v, key, range, cx))
+        .unwrap_or(default)
+}
+
+/// An optional integer in `range`; `None` when absent (or wrong, after a problem).
+pub(crate) fn opt_int<T: TryFrom<i64>>(
+    v: &Option<Int>,
+    key: &str,
+    range: RangeInclusive<i64>,
+    cx: &mut Ctx<'_, '_>,
+) -> Option<T> {
+    checked(v.as_ref()?, key, range, cx)
+}
+
+fn checked<T: TryFrom<i64>>(
+    v: &Int,
+    key: &str,
+    range: RangeInclusive<i64>,
+    cx: &mut Ctx<'_, '_>,
+) -> Option<T> {
+    let n = *v.get_ref();
+    if let Some(n) = range.contains(&n).then(|| T::try_from(n).ok()).flatten() {
+        return Some(n);
+    }
+    let (lo, hi) = (range.start(), range.end());
+    let msg = if *hi == i64::MAX {
+        format!("{key} must be at least {lo}, not {n}")
+    } else {
+        format!("{key} must be from {lo} to {hi}, not {n}")
+    };
+    cx.problems.at(v.span(), msg);
+    None
+}
+
+/// An optional duration greater than zero; `default_secs` when absent.
+pub(crate) fn duration(
+    v: &Option<Text>,
+    key: &str,
+    default_secs: u64,
+    cx: &mut Ctx<'_, '_>,
+) -> Duration {
+    let d = duration_or_zero(v, key, default_secs, cx);
+    if d.is_zero() {
+        if let Some(v) = v {
+            cx.problems
+                .at(v.span(), format!("{key} must be greater than zero"));
+        }
+        return Duration::from_secs(default_secs);
+    }
+    d
+}
+
+/// An optional duration that may be zero; `default_secs` when absent.
+pub(crate) fn duration_or_zero(
+    v: &Option<Text>,
+    key: &str,
+    default_secs: u64,
+    cx: &mut Ctx<'_, '_>,
+) -> Duration {
+    let default = Duration::from_secs(default_secs);
+    let Some(v) = v else { return default };
+    value::parse_duration(v.get_ref()).unwrap_or_else(|err| {
+        cx.problems.at(v.span(), format!("{key}: {err}"));
+        default
+    })
+}
+
+/// Reads a UTF-8 file of at most `limit` bytes. No config file or secret needs more, and the
+/// cap keeps a path like `/dev/zero` from stalling the load.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> io::Result<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let msg = format!("file is larger than {limit} bytes");
+        return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file is not UTF-8"))
+}
+
+/// `base.join(path)` without `.` components, so `./state` reads as `BASE/state`.
+pub(crate) fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    base.join(path)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{assert_problems, problems, GATEWAY, UPSTREAM};
+
+    #[test]
+    fn route_and_tenant_problems() {
+        let route = |prefix: &str, host: &str, upstream: &str| {
+            format!("[[route]]\npath_prefix = \"{prefix}\"\n{host}upstream = \"{upstream}\"\n")
+        };
+        assert_problems(&[
+            (
+                format!("{GATEWAY}{}", route("/v1/", "", "nope")),
+                "c.toml:5:12: route names upstream \"nope\", which is not defined",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}{}", route("v1/", "", "up")),
+                "c.toml:8:15: path_prefix \"v1/\" must start with '/'",
+            ),
+            (
+                format!(
+                    "{GATEWAY}{UPSTREAM}{}",
+                    route("/v1/", "host = \"a b\"\n", "up")
+                ),
+                "c.toml:9:8: host \"a b\" is not a host name",
+            ),
+            (
+                format!(
+                    "{GATEWAY}{UPSTREAM}{}{}",
+                    route("/v1/", "host = \"A.test\"\n", "up"),
+                    route("/v1/", "host = \"a.test:80\"\n", "up")
+                ),
+                "c.toml:12:15: duplicate route for host and path_prefix \"a.test /v1/\"; \
+                 first defined on line 8",
+            ),
+            (
+                format!("{GATEWAY}[[tenant]]\nname = \"t\"\ncolour = \"red\"\n"),
+                "c.toml:5:1: unknown field `colour`, expected `name`",
+            ),
+            (
+                format!("{GATEWAY}[[tenant]]\nname = \"t\"\n[[tenant]]\nname = \"t\"\n"),
+                "c.toml:6:8: duplicate tenant \"t\"; first defined on line 4",
+            ),
+            (
+                format!("{GATEWAY}[[tenant]]\nname = \"\"\n"),
+                "c.toml:4:8: tenant name \"\" must be 1 to 64 of A-Z a-z 0-9 _ . -",
+            ),
+        ]);
+
+        let hosts = [
+            ("Api.Example.COM", "api.example.com"),
+            ("api.example.com:8443", "api.example.com"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]", "[::1]"),
+            ("[::1]:8080", "[::1]"),
+        ];
+        for (written, want) in hosts {
+            let text = format!(
+                "{GATEWAY}{UPSTREAM}{}",
+                route("/", &format!("host = \"{written}\"\n"), "up")
+            );
+            let config = super::super::tests::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.routes[0].host.as_deref(), Some(want), "{written}");
+        }
+        for bad in ["a.test:", "a:b:c", "[::1", "[nope]", ""] {
+            let text = format!(
+                "{GATEWAY}{UPSTREAM}{}",
+                route("/", &format!("host = \"{bad}\"\n"), "up")
+            );
+            let want = format!("c.toml:9:8: host \"{bad}\" is not a host name");
+            assert_eq!(problems(&text), want);
+        }
+
+        // The same prefix on different hosts, or with and without a host, is fine.
+        let text = format!(
+            "{GATEWAY}{UPSTREAM}{}{}",
+            route("/v1/", "host = \"a.test\"\n", "up"),
+            route("/v1/", "", "up")
+        );
+        assert_eq!(problems(&text), "ok");
+    }
+
+    #[test]
+    fn files_past_the_limit_are_refused() {
+        use std::path::Path;
+
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/local.toml");
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0);
+        assert!(super::read_limited(&path, len).is_ok());
+        let err = super::read_limited(&path, len - 1).expect_err("over the limit");
+        assert_eq!(
+            err.to_string(),
+            format!("file is larger than {} bytes", len - 1)
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_file_order() {
+        let text = "\
+[gateway]
+listen = \"localhost:8080\"
+workers = 0
+max_header_bytes = 10
+
+[[upstream]]
+name = \"bad name\"
+provider = \"azure\"
+endpoints = []
+eject_after = 0
+
+[[route]]
+path_prefix = \"v1\"
+upstream = \"missing\"
+
+[[client_key]]
+id = \"k\"
+secret = \"kg\"
+rate = \"0/s\"
+quota = { per_day = 0 }
+routes = []
+";
+        let want = "\
+c.toml:2:10: \"localhost:8080\" is not an IP address and port, like \"127.0.0.1:8080\"
+c.toml:3:11: workers must be \"auto\" or a number from 1 to 1024
+c.toml:4:20: max_header_bytes must be from 1024 to 1048576, not 10
+c.toml:7:8: upstream name \"bad name\" must be 1 to 64 of A-Z a-z 0-9 _ . -
+c.toml:8:12: unknown provider \"azure\"; use openai, anthropic, gemini or http
+c.toml:9:13: endpoints must list at least one http:// URL
+c.toml:10:15: eject_after must be from 1 to 1000000, not 0
+c.toml:13:15: path_prefix \"v1\" must start with '/' and hold no spaces, '?' or '#'
+c.toml:14:12: route names upstream \"missing\", which is not defined
+c.toml:19:8: rate: rate \"0/s\" allows nothing; the count must be at least 1
+c.toml:20:21: per_day must be at least 1, not 0
+c.toml:21:10: routes is empty, which allows nothing; leave it out to allow all";
+        assert_eq!(problems(text), want);
+    }
+}
