@@ -1,8 +1,18 @@
 //! keygate: a thread-per-core API gateway for AI and HTTP API providers.
 //!
-//! Modules:
-//! - [`config`]: the TOML config and tuning files, read into typed, validated values.
+//! Map of the crate:
+//!
+//! - [`config`]: the TOML config and tuning file, read into typed, validated values.
+//! - [`http`]: sans-IO HTTP/1.1 (RFC 9112): head parsing, body framing, encoding.
+//! - [`shard`]: thread-per-core start-up, pinning, io_uring runtimes, listeners, drain.
+//! - [`net`]: upstream connections and the per-shard keep-alive pools.
+//! - [`upstream`]: upstream groups on a shard: endpoint choice and health.
+//! - [`proxy`]: one client connection's path: read, route, forward, stream back.
 #![deny(unsafe_code)]
 
-pub mod http;
 pub mod config;
+pub mod http;
+pub mod net;
+pub mod proxy;
+pub mod shard;
+pub mod upstream;

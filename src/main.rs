@@ -1,1 +1,116 @@
-fn main() {}
+//! The `keygate` command: run the gateway, check a config.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keygate::config::Config;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A thread-per-core API gateway for AI and HTTP API providers.
+#[derive(Parser)]
+#[command(name = "keygate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Run {
+        /// The config file.
+        #[arg(long, default_value = "keygate.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: prints each problem as FILE:LINE:COL: message; exit 0 if valid,
+    /// 2 if not.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => match run(&config) {
+            Ok(code) => code,
+            Err(err) => {
+                tracing::error!("{err:#}");
+                eprintln!("keygate: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print!("{problems}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => Arc::new(config),
+        Err(problems) => {
+            eprint!("{problems}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+
+    let gateway = keygate::shard::start(config).context("cannot start")?;
+    tracing::info!(
+        addr = %gateway.local_addr,
+        shards = gateway.shards,
+        driver = %gateway.driver,
+        "listening on {}",
+        gateway.local_addr
+    );
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored"),
+            _ => {
+                tracing::info!(signal, "draining");
+                gateway.shutdown();
+                break;
+            }
+        }
+    }
+    gateway.join();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr; `KEYGATE_LOG` (or `RUST_LOG`) sets the filter, `info` by default.
+fn init_logging() {
+    let filter = std::env::var("KEYGATE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn extension_bound() {
         let mut input = b"1;".to_vec();
-        input.extend(std::iter::repeat(b'x').take(MAX_EXTENSION_BYTES as usize));
+        input.extend(std::iter::repeat_n(b'x', MAX_EXTENSION_BYTES as usize));
         assert_eq!(
             ChunkedDecoder::new().decode(&input).map(|_| ()),
             Err(ChunkError::BadExtension)

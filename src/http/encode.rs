@@ -43,6 +43,20 @@ impl<'a> HeadWriter<'a> {
         self.out.put_slice(b"\r\n");
     }
 
+    /// `Name: value, item`: a list field with one more member appended (RFC 9110 §5.6.1).
+    pub fn field_list(&mut self, name: &[u8], value: &[u8], item: &[u8]) {
+        if value.is_empty() {
+            return self.field(name, item);
+        }
+        self.out.reserve(name.len() + value.len() + item.len() + 6);
+        self.out.put_slice(name);
+        self.out.put_slice(b": ");
+        self.out.put_slice(value);
+        self.out.put_slice(b", ");
+        self.out.put_slice(item);
+        self.out.put_slice(b"\r\n");
+    }
+
     /// `Name: number`, without formatting through a string.
     pub fn field_u64(&mut self, name: &[u8], value: u64) {
         let mut digits = itoa::Buffer::new();
@@ -84,10 +98,13 @@ mod tests {
         head.request_line(b"POST", b"/v1/chat");
         head.field(b"X-Case-Kept", b"1");
         head.field_u64(b"Content-Length", 42);
+        head.field_list(b"Via", b"1.0 a", b"1.1 keygate");
+        head.field_list(b"X-Empty", b"", b"x");
         head.finish();
         assert_eq!(
             &out[..],
-            b"POST /v1/chat HTTP/1.1\r\nX-Case-Kept: 1\r\nContent-Length: 42\r\n\r\n"
+            &b"POST /v1/chat HTTP/1.1\r\nX-Case-Kept: 1\r\nContent-Length: 42\r\n\
+               Via: 1.0 a, 1.1 keygate\r\nX-Empty: x\r\n\r\n"[..]
         );
     }
 

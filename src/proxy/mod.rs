@@ -1,0 +1,26 @@
+//! One client connection's path through the gateway: read a request head, route it, forward
+//! it to an upstream endpoint, stream the response back, and do it again while the
+//! connection is kept alive.
+//!
+//! Everything runs on the shard that accepted the connection. Nothing here blocks or takes a
+//! lock; buffers are owned, handed to io_uring and taken back (monoio's rent model), and
+//! reused across the requests of a connection.
+
+mod conn;
+mod error;
+mod io;
+mod request_body;
+mod response;
+mod route;
+mod upstream;
+
+pub use conn::serve;
+pub use error::{write_error_response, Error, Side};
+pub use route::{has_dot_segment, Route, Router};
+
+/// Request bodies up to this size are read whole before the upstream is contacted, so that
+/// the exchange can be replayed on a fresh connection when a pooled one turns out closed.
+pub const REPLAY_BODY_BYTES: u64 = 64 * 1024;
+
+/// The largest response head accepted from an upstream.
+pub const MAX_UPSTREAM_HEAD_BYTES: usize = 64 * 1024;

@@ -1,0 +1,305 @@
+//! The response on its way back to the client: head rewritten, body streamed as it arrives.
+//!
+//! Bodies are never buffered whole. Bytes read from the upstream are written to the client
+//! before the next read, so server-sent events reach the client as they are produced, and a
+//! client that goes away ends the upstream exchange at the next write.
+
+use bytes::{Buf, BufMut, BytesMut};
+use monoio::time::Instant;
+
+use super::conn::ClientConn;
+use super::io::{self, ReadOutcome};
+use super::upstream::Sent;
+use super::Error;
+use crate::http::{chunk_header, ChunkedDecoder, FieldFlags, Framing, HeadWriter, Method};
+use crate::http::{RequestHead, ResponseHead, Version};
+use crate::net::UpstreamConn;
+use crate::upstream::Upstream;
+
+/// How the body travels to the client, given the upstream framing and the client's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes, passed through.
+    Length(u64),
+    /// A chunked body passed through unchanged, its framing checked on the way.
+    Chunked,
+    /// A chunked body decoded for an HTTP/1.0 client, which then sees the connection close.
+    Dechunk,
+    /// A close-delimited body re-framed as chunked, so the client connection survives.
+    Rechunk,
+    /// A close-delimited body passed through to an HTTP/1.0 client.
+    UntilClose,
+}
+
+impl Relay {
+    fn choose(framing: Framing, client: Version) -> Relay {
+        match (framing, client) {
+            (Framing::Empty, _) => Relay::Empty,
+            (Framing::Length(length), _) => Relay::Length(length),
+            (Framing::Chunked, Version::Http11) => Relay::Chunked,
+            (Framing::Chunked, Version::Http10) => Relay::Dechunk,
+            (Framing::CloseDelimited, Version::Http11) => Relay::Rechunk,
+            (Framing::CloseDelimited, Version::Http10) => Relay::UntilClose,
+        }
+    }
+
+    /// Whether the client connection must close to mark the end of the body.
+    fn closes_client(self) -> bool {
+        matches!(self, Relay::Dechunk | Relay::UntilClose)
+    }
+}
+
+impl ClientConn {
+    /// Streams the response of `sent` to the client. Returns whether the client connection
+    /// may carry another request; the upstream connection goes back to its pool when it can.
+    pub(super) async fn relay_response(
+        &mut self,
+        upstream: &Upstream,
+        request: &RequestHead,
+        sent: Sent,
+    ) -> Result<bool, Error> {
+        let Sent {
+            mut conn,
+            endpoint,
+            head,
+        } = sent;
+        let relay = Relay::choose(head.framing, request.version);
+        let draining = *self.shard.shutdown.borrow();
+        let keep_alive =
+            request.keep_alive && self.body_done && !relay.closes_client() && !draining;
+
+        self.out.clear();
+        encode_response_head(&mut self.out, &head, &conn.buf, request, relay, keep_alive);
+        conn.buf.advance(head.head_len);
+
+        let complete = match relay {
+            Relay::Empty => {
+                self.send_out().await?;
+                true
+            }
+            Relay::Length(length) => self.relay_length(&mut conn, upstream, length).await?,
+            Relay::Chunked | Relay::Dechunk => {
+                self.relay_chunked(&mut conn, upstream, relay == Relay::Dechunk)
+                    .await?
+            }
+            Relay::Rechunk | Relay::UntilClose => {
+                self.relay_until_close(&mut conn, upstream, relay == Relay::Rechunk)
+                    .await?;
+                false
+            }
+        };
+
+        // Only a connection whose response ended exactly where its framing said can be reused.
+        if complete && head.keep_alive && conn.buf.is_empty() {
+            conn.reused = true;
+            upstream.endpoints[endpoint]
+                .pool
+                .borrow_mut()
+                .put(conn, Instant::now());
+        }
+        Ok(keep_alive)
+    }
+
+    /// Passes through a body of `length` bytes; the head goes out with the first bytes.
+    async fn relay_length(
+        &mut self,
+        conn: &mut UpstreamConn,
+        upstream: &Upstream,
+        length: u64,
+    ) -> Result<bool, Error> {
+        let take = length.min(conn.buf.len() as u64) as usize;
+        self.out.put_slice(&conn.buf[..take]);
+        conn.buf.advance(take);
+        self.send_out().await?;
+
+        let mut remaining = length - take as u64;
+        while remaining > 0 {
+            self.read_upstream(conn, upstream).await?;
+            let take = remaining.min(conn.buf.len() as u64) as usize;
+            remaining -= take as u64;
+            self.send_upstream_bytes(conn, take).await?;
+        }
+        Ok(true)
+    }
+
+    /// Passes through a chunked body (or, for an HTTP/1.0 client, only its data), checking
+    /// the framing so the client never sees a body that does not end where it should.
+    async fn relay_chunked(
+        &mut self,
+        conn: &mut UpstreamConn,
+        upstream: &Upstream,
+        dechunk: bool,
+    ) -> Result<bool, Error> {
+        let mut decoder = ChunkedDecoder::new();
+        loop {
+            let mut pos = 0;
+            while pos < conn.buf.len() && !decoder.is_done() {
+                let step = decoder
+                    .decode(&conn.buf[pos..])
+                    .map_err(|_| Error::UpstreamProtocol("malformed chunked response body"))?;
+                if dechunk {
+                    self.out
+                        .put_slice(&conn.buf[pos + step.data.start..pos + step.data.end]);
+                }
+                pos += step.consumed;
+            }
+            if dechunk {
+                conn.buf.advance(pos);
+                self.send_out().await?;
+            } else if !self.out.is_empty() {
+                // The head and the first piece of body leave in one write.
+                self.out.put_slice(&conn.buf[..pos]);
+                conn.buf.advance(pos);
+                self.send_out().await?;
+            } else {
+                self.send_upstream_bytes(conn, pos).await?;
+            }
+            if decoder.is_done() {
+                return Ok(true);
+            }
+            self.read_upstream(conn, upstream).await?;
+        }
+    }
+
+    /// Relays a body that ends when the upstream closes, as chunks for an HTTP/1.1 client.
+    async fn relay_until_close(
+        &mut self,
+        conn: &mut UpstreamConn,
+        upstream: &Upstream,
+        rechunk: bool,
+    ) -> Result<(), Error> {
+        loop {
+            if !conn.buf.is_empty() {
+                if rechunk {
+                    chunk_header(&mut self.out, conn.buf.len());
+                    self.out.put_slice(&conn.buf);
+                    self.out.put_slice(b"\r\n");
+                } else {
+                    self.out.put_slice(&conn.buf);
+                }
+                conn.buf.clear();
+            }
+            if !self.out.is_empty() {
+                self.send_out().await?;
+            }
+            let deadline = Instant::now() + upstream.config.response_timeout;
+            match io::read_into(&mut conn.stream, &mut conn.buf, 16 * 1024, deadline).await {
+                Ok(ReadOutcome::Data) => {}
+                Ok(ReadOutcome::Closed) => break,
+                Ok(ReadOutcome::TimedOut) => return Err(Error::UpstreamTimeout),
+                Err(err) => return Err(Error::UpstreamIo(err)),
+            }
+        }
+        if rechunk {
+            self.out.put_slice(b"0\r\n\r\n");
+            self.send_out().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads more of the response body; an upstream that stops early fails the exchange.
+    async fn read_upstream(
+        &mut self,
+        conn: &mut UpstreamConn,
+        upstream: &Upstream,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + upstream.config.response_timeout;
+        match io::read_into(&mut conn.stream, &mut conn.buf, 16 * 1024, deadline).await {
+            Ok(ReadOutcome::Data) => Ok(()),
+            Ok(ReadOutcome::Closed) => {
+                Err(Error::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(ReadOutcome::TimedOut) => Err(Error::UpstreamTimeout),
+            Err(err) => Err(Error::UpstreamIo(err)),
+        }
+    }
+
+    /// Writes the first `len` bytes of the upstream buffer to the client. The whole buffer
+    /// is handed over as it is when it holds nothing else, so no bytes are copied.
+    async fn send_upstream_bytes(
+        &mut self,
+        conn: &mut UpstreamConn,
+        len: usize,
+    ) -> Result<(), Error> {
+        let timeout = self.shard.limits.idle_timeout;
+        self.response_started = true;
+        if len == conn.buf.len() {
+            let buf = std::mem::take(&mut conn.buf);
+            let mut buf = io::write_all(&mut self.stream, buf, timeout)
+                .await
+                .map_err(Error::ClientGone)?;
+            buf.clear();
+            conn.buf = buf;
+        } else if len > 0 {
+            let part = conn.buf.split_to(len).freeze();
+            io::write_all(&mut self.stream, part, timeout)
+                .await
+                .map_err(Error::ClientGone)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the scratch buffer (head and small bodies) to the client.
+    async fn send_out(&mut self) -> Result<(), Error> {
+        let timeout = self.shard.limits.idle_timeout;
+        self.response_started = true;
+        io::flush(&mut self.stream, &mut self.out, timeout)
+            .await
+            .map_err(Error::ClientGone)
+    }
+}
+
+/// The response head as the client sees it: status and fields as the upstream sent them,
+/// less hop-by-hop fields, with `Via` and the framing the relay uses.
+fn encode_response_head(
+    out: &mut BytesMut,
+    head: &ResponseHead,
+    buf: &[u8],
+    request: &RequestHead,
+    relay: Relay,
+    keep_alive: bool,
+) {
+    let via: &[u8] = match head.version {
+        Version::Http10 => b"1.0 keygate",
+        Version::Http11 => b"1.1 keygate",
+    };
+    // A HEAD or 304 response's Content-Length describes the representation, not this
+    // message's body (RFC 9110 §8.6), so it is passed through.
+    let describes_representation = request.method == Method::Head || head.status == 304;
+    let text = |range: &std::ops::Range<u32>| &buf[range.start as usize..range.end as usize];
+
+    let mut writer = HeadWriter::new(out);
+    writer.status_line(head.status, head.reason(buf));
+    let mut via_seen = false;
+    for field in &head.fields {
+        let (name, value) = (text(&field.name), text(&field.value));
+        if field.flags.contains(FieldFlags::HOP_BY_HOP) {
+            if describes_representation && name.eq_ignore_ascii_case(b"content-length") {
+                writer.field(name, value);
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"via") && !via_seen {
+            via_seen = true;
+            writer.field_list(name, value, via);
+        } else {
+            writer.field(name, value);
+        }
+    }
+    if !via_seen {
+        writer.field(b"Via", via);
+    }
+    match relay {
+        Relay::Length(length) => writer.field_u64(b"Content-Length", length),
+        Relay::Chunked | Relay::Rechunk => writer.field(b"Transfer-Encoding", b"chunked"),
+        Relay::Empty | Relay::Dechunk | Relay::UntilClose => {}
+    }
+    match (keep_alive, request.version) {
+        (false, _) => writer.field(b"Connection", b"close"),
+        (true, Version::Http10) => writer.field(b"Connection", b"keep-alive"),
+        (true, Version::Http11) => {}
+    }
+    writer.finish();
+}

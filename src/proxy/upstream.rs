@@ -1,0 +1,264 @@
+//! The upstream side of an exchange: choosing an endpoint, taking a pooled connection or
+//! opening one, sending the request head and body, and reading the response head.
+
+use bytes::{Buf, BytesMut};
+use monoio::time::Instant;
+
+use super::conn::ClientConn;
+use super::io::{self, ReadOutcome};
+use super::request_body::RequestBody;
+use super::{Error, MAX_UPSTREAM_HEAD_BYTES};
+use crate::http::{FieldFlags, HeadWriter, Method, RequestHead, ResponseHead, Version};
+use crate::net::UpstreamConn;
+use crate::upstream::{Outcome, Upstream};
+
+/// A request delivered upstream, and the head of its response.
+pub(super) struct Sent {
+    pub(super) conn: UpstreamConn,
+    pub(super) endpoint: usize,
+    pub(super) head: ResponseHead,
+}
+
+/// Why no response head was read.
+enum HeadFailure {
+    /// The connection closed or reset before any response byte: safe to replay on a fresh
+    /// connection when the request can be sent again.
+    ClosedEarly(std::io::Error),
+    /// The exchange failed in a way that is not worth retrying.
+    Failed(Error),
+}
+
+impl ClientConn {
+    /// Sends the request to an endpoint of `upstream` and reads the response head. A pooled
+    /// connection found closed before any response byte is replaced by a fresh one, once;
+    /// an endpoint that cannot be reached is passed over for another, if there is one.
+    pub(super) async fn send_upstream(
+        &mut self,
+        upstream: &Upstream,
+        head: &RequestHead,
+        body: &RequestBody,
+    ) -> Result<Sent, Error> {
+        let config = &upstream.config;
+        let mut connect_attempts = 0;
+        let mut replayed = false;
+        let mut avoid = None;
+
+        loop {
+            let now = Instant::now();
+            let index = upstream.pick(now, avoid);
+            let endpoint = &upstream.endpoints[index];
+            let pooled = if replayed {
+                None
+            } else {
+                endpoint.pool.borrow_mut().take(now)
+            };
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let addr = endpoint.config.addr;
+                    let buffer = self.shard.limits.read_buffer;
+                    match UpstreamConn::connect(addr, config.connect_timeout, buffer).await {
+                        Ok(conn) => conn,
+                        Err(err) => {
+                            self.report(upstream, index, Outcome::Failed);
+                            connect_attempts += 1;
+                            if connect_attempts < upstream.endpoints.len() {
+                                avoid = Some(index);
+                                continue;
+                            }
+                            return Err(match err.kind() {
+                                std::io::ErrorKind::TimedOut => Error::UpstreamTimeout,
+                                _ => Error::UpstreamConnect(err),
+                            });
+                        }
+                    }
+                }
+            };
+
+            let result = self.deliver(&mut conn, upstream, index, head, body).await;
+            match result {
+                Ok(response) => {
+                    let outcome = if response.status >= 500 {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Healthy
+                    };
+                    self.report(upstream, index, outcome);
+                    return Ok(Sent {
+                        conn,
+                        endpoint: index,
+                        head: response,
+                    });
+                }
+                Err(HeadFailure::ClosedEarly(err))
+                    if conn.reused && !replayed && body.replayable() =>
+                {
+                    tracing::debug!(shard = self.shard.id, upstream = %config.name, error = %err,
+                        "pooled connection was closed; replaying on a fresh one");
+                    replayed = true;
+                }
+                Err(HeadFailure::ClosedEarly(err)) => {
+                    self.report(upstream, index, Outcome::Failed);
+                    return Err(Error::UpstreamIo(err));
+                }
+                Err(HeadFailure::Failed(error)) => {
+                    if error.side() == super::Side::Upstream {
+                        self.report(upstream, index, Outcome::Failed);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Writes head and body to `conn` and reads the final response head.
+    async fn deliver(
+        &mut self,
+        conn: &mut UpstreamConn,
+        upstream: &Upstream,
+        index: usize,
+        head: &RequestHead,
+        body: &RequestBody,
+    ) -> Result<ResponseHead, HeadFailure> {
+        let timeout = self.shard.limits.idle_timeout;
+        self.out.clear();
+        encode_request_head(
+            &mut self.out,
+            head,
+            &upstream.endpoints[index].config.authority,
+            &self.peer_ip,
+            body,
+        );
+        match body {
+            RequestBody::Buffered(bytes) => self.out.extend_from_slice(bytes),
+            // Small first pieces of a streamed body travel with the head.
+            RequestBody::Streamed(_) | RequestBody::Chunked | RequestBody::Empty => {}
+        }
+        if let Err(err) = io::flush(&mut conn.stream, &mut self.out, timeout).await {
+            return Err(HeadFailure::ClosedEarly(err));
+        }
+
+        let streamed = match body {
+            RequestBody::Streamed(length) => self.stream_length_body(conn, *length).await,
+            RequestBody::Chunked => self.stream_chunked_body(conn).await,
+            RequestBody::Empty | RequestBody::Buffered(_) => Ok(()),
+        };
+        streamed.map_err(HeadFailure::Failed)?;
+
+        let deadline = Instant::now() + upstream.config.response_timeout;
+        read_response_head(conn, head.method == Method::Head, deadline).await
+    }
+
+    fn report(&self, upstream: &Upstream, index: usize, outcome: Outcome) {
+        if upstream.report(index, outcome, Instant::now()) {
+            tracing::warn!(
+                shard = self.shard.id,
+                upstream = %upstream.config.name,
+                endpoint = %upstream.endpoints[index].config.url,
+                rest_secs = upstream.config.eject_for.as_secs_f64(),
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+}
+
+/// Reads the final response head, skipping interim 1xx responses (RFC 9110 §15.2).
+async fn read_response_head(
+    conn: &mut UpstreamConn,
+    head_request: bool,
+    deadline: Instant,
+) -> Result<ResponseHead, HeadFailure> {
+    let mut received_any = !conn.buf.is_empty();
+    let mut fields = Vec::new();
+    loop {
+        if !conn.buf.is_empty() {
+            let parsed =
+                ResponseHead::parse(&conn.buf, head_request, MAX_UPSTREAM_HEAD_BYTES, fields)
+                    .map_err(|_| {
+                        HeadFailure::Failed(Error::UpstreamProtocol("malformed response head"))
+                    })?;
+            match parsed {
+                Some(head) if head.status == 101 => {
+                    return Err(HeadFailure::Failed(Error::UpstreamProtocol(
+                        "unexpected 101 Switching Protocols",
+                    )))
+                }
+                Some(head) if head.is_interim() => {
+                    conn.buf.advance(head.head_len);
+                    fields = head.fields;
+                    continue;
+                }
+                Some(head) => return Ok(head),
+                None => fields = Vec::new(),
+            }
+        }
+        match io::read_into(&mut conn.stream, &mut conn.buf, 4096, deadline).await {
+            Ok(ReadOutcome::Data) => received_any = true,
+            Ok(ReadOutcome::Closed) if !received_any => {
+                return Err(HeadFailure::ClosedEarly(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+            Ok(ReadOutcome::Closed) => {
+                return Err(HeadFailure::Failed(Error::UpstreamProtocol(
+                    "connection closed inside the response head",
+                )))
+            }
+            Ok(ReadOutcome::TimedOut) => return Err(HeadFailure::Failed(Error::UpstreamTimeout)),
+            Err(err) if !received_any => return Err(HeadFailure::ClosedEarly(err)),
+            Err(err) => return Err(HeadFailure::Failed(Error::UpstreamIo(err))),
+        }
+    }
+}
+
+/// The request head as the upstream sees it: origin-form target, the endpoint's authority as
+/// Host, no hop-by-hop fields, `X-Forwarded-*` and `Via` added, and the framing the gateway
+/// chose.
+pub(super) fn encode_request_head(
+    out: &mut BytesMut,
+    head: &RequestHead,
+    authority: &str,
+    peer_ip: &str,
+    body: &RequestBody,
+) {
+    let via: &[u8] = match head.version {
+        Version::Http10 => b"1.0 keygate",
+        Version::Http11 => b"1.1 keygate",
+    };
+    let mut writer = HeadWriter::new(out);
+    writer.request_line(head.method_bytes(), head.path());
+    writer.field(b"Host", authority.as_bytes());
+
+    let (mut forwarded_for, mut via_seen) = (false, false);
+    for field in &head.fields {
+        if field.flags.contains(FieldFlags::HOP_BY_HOP) || field.flags.contains(FieldFlags::HOST) {
+            continue;
+        }
+        let (name, value) = (head.name(field), head.value(field));
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") && !forwarded_for {
+            forwarded_for = true;
+            writer.field_list(name, value, peer_ip.as_bytes());
+        } else if name.eq_ignore_ascii_case(b"via") && !via_seen {
+            via_seen = true;
+            writer.field_list(name, value, via);
+        } else {
+            writer.field(name, value);
+        }
+    }
+    if !forwarded_for {
+        writer.field(b"X-Forwarded-For", peer_ip.as_bytes());
+    }
+    if let Some(host) = head.host() {
+        writer.field(b"X-Forwarded-Host", host);
+    }
+    if !via_seen {
+        writer.field(b"Via", via);
+    }
+    match body {
+        RequestBody::Empty => {}
+        RequestBody::Buffered(bytes) => writer.field_u64(b"Content-Length", bytes.len() as u64),
+        RequestBody::Streamed(length) => writer.field_u64(b"Content-Length", *length),
+        RequestBody::Chunked => writer.field(b"Transfer-Encoding", b"chunked"),
+    }
+    writer.finish();
+}
