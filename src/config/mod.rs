@@ -14,6 +14,7 @@ mod client_key;
 mod endpoint;
 mod error;
 mod gateway;
+mod limits;
 mod raw;
 mod secret;
 mod tuning;
@@ -23,10 +24,11 @@ mod value;
 
 use std::path::{Path, PathBuf};
 
-pub use client_key::{ClientKeyConfig, Quota, RateLimit};
+pub use client_key::ClientKeyConfig;
 pub use endpoint::{parse_endpoint, system_resolver, Endpoint, EndpointSpec, Resolver};
 pub use error::{ConfigErrors, ConfigProblem};
 pub use gateway::{Gateway, Workers};
+pub use limits::{Limits, Quota, RateLimit};
 pub use secret::{KeySecretHash, Secret};
 pub use tuning::Tuning;
 pub use upstream::{Provider, ProviderKeyConfig, Upstream};

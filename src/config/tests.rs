@@ -257,22 +257,24 @@ secret = "kg-inline"
         id: "a".into(),
         tenant: Some("acme".into()),
         secret: KeySecretHash::of(b"kg-hashed"),
-        rate: Some(RateLimit {
-            rate: Rate {
-                count: 100,
-                per: Duration::from_secs(60),
+        limits: Limits {
+            rate: Some(RateLimit {
+                rate: Rate {
+                    count: 100,
+                    per: Duration::from_secs(60),
+                },
+                burst: 1,
+            }),
+            quota: Quota {
+                per_minute: Some(1),
+                per_hour: Some(2),
+                per_day: Some(3),
+                per_month: Some(4),
             },
-            burst: 1,
-        }),
-        quota: Quota {
-            per_minute: Some(1),
-            per_hour: Some(2),
-            per_day: Some(3),
-            per_month: Some(4),
+            tokens_per_minute: Some(20000),
+            tokens_per_day: Some(1_000_000),
+            max_concurrent: Some(4),
         },
-        tokens_per_minute: Some(20000),
-        tokens_per_day: Some(1_000_000),
-        max_concurrent: Some(4),
         expires: Some(expires),
         routes: Some(vec!["/v1/chat/".into()]),
         models: Some(vec!["gpt-4o-mini".into()]),
@@ -281,14 +283,12 @@ secret = "kg-inline"
 
     let b = &config.client_keys[1];
     assert_eq!(b.secret, KeySecretHash::of(b"kg-from-file"));
-    assert_eq!(b.rate.map(|r| r.burst), Some(5));
+    assert_eq!(b.limits.rate.map(|r| r.burst), Some(5));
     assert_eq!(b.expires, Some(expires));
     let c = &config.client_keys[2];
     assert_eq!(c.secret, KeySecretHash::of(b"kg-inline"));
-    assert_eq!(
-        (c.rate, c.quota, c.routes.as_ref()),
-        (None, Quota::default(), None)
-    );
+    assert!(c.limits.is_unlimited());
+    assert_eq!(c.routes, None);
 }
 
 #[test]
@@ -333,7 +333,10 @@ fn quickstart_example_loads() {
     assert_eq!(openai.keys[1].secret.expose(), "sk-mock-2");
     let key = &config.client_keys[0];
     assert_eq!(key.secret, KeySecretHash::of(b"kg-acme-dev-0001"));
-    assert_eq!(key.rate.map(|r| (r.rate.count, r.burst)), Some((2, 2)));
+    assert_eq!(
+        key.limits.rate.map(|r| (r.rate.count, r.burst)),
+        Some((2, 2))
+    );
 }
 
 #[test]
