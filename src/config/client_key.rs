@@ -25,7 +25,7 @@ pub struct ClientKeyConfig {
     pub tenant: Option<String>,
     /// SHA-256 of the key's secret; unique among client keys.
     pub secret: KeySecretHash,
-    /// What this key may use. Default: no limits.
+    /// What this key alone may use; its tenant's limits apply as well. Default: no limits.
     pub limits: Limits,
     /// After this instant the key is rejected as expired. Default: never expires.
     pub expires: Option<SystemTime>,

@@ -108,7 +108,102 @@ fn quota(raw: &RawQuota, cx: &mut Ctx<'_, '_>) -> Quota {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{parse, problems, GATEWAY};
     use super::*;
+
+    const TENANT: &str = "[[tenant]]\nname = \"t\"\n";
+    const KEY: &str = "[[client_key]]\nid = \"ck\"\nsecret = \"a\"\n";
+
+    #[test]
+    fn tenant_limits_are_read() {
+        let text = format!(
+            "{GATEWAY}{TENANT}rate = \"600/m\"\nburst = 20\n\
+             quota = {{ per_hour = 5000, per_month = 1000000 }}\n\
+             tokens_per_minute = 90000\ntokens_per_day = 5000000\nmax_concurrent = 32\n\
+             [[tenant]]\nname = \"free\"\n"
+        );
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let want = Limits {
+            rate: Some(RateLimit {
+                rate: Rate {
+                    count: 600,
+                    per: Duration::from_secs(60),
+                },
+                burst: 20,
+            }),
+            quota: Quota {
+                per_hour: Some(5000),
+                per_month: Some(1_000_000),
+                ..Quota::default()
+            },
+            tokens_per_minute: Some(90_000),
+            tokens_per_day: Some(5_000_000),
+            max_concurrent: Some(32),
+        };
+        assert_eq!(config.tenants[0].limits, want);
+        assert!(config.tenants[1].limits.is_unlimited());
+
+        // The default burst follows the same rule as a client key's.
+        let text = format!("{GATEWAY}{TENANT}rate = \"7/s\"\n");
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.tenants[0].limits.rate.map(|r| r.burst), Some(7));
+    }
+
+    /// Bad limit keys; the line among them that holds the problem; its column and message.
+    const BAD_LIMITS: &[(&str, usize, &str)] = &[
+        (
+            "rate = \"5 per second\"",
+            1,
+            "8: rate: invalid rate \"5 per second\";",
+        ),
+        ("rate = \"0/m\"", 1, "8: rate: rate \"0/m\" allows nothing;"),
+        ("burst = 3", 1, "9: burst needs a rate"),
+        (
+            "rate = \"1/s\"\nburst = 0",
+            2,
+            "9: burst must be at least 1, not 0",
+        ),
+        (
+            "quota = { per_day = 0 }",
+            1,
+            "21: per_day must be at least 1, not 0",
+        ),
+        (
+            "quota = { per_week = 1 }",
+            1,
+            "11: unknown field `per_week`, expected one of",
+        ),
+        (
+            "tokens_per_minute = -1",
+            1,
+            "21: tokens_per_minute must be at least 1, not -1",
+        ),
+        (
+            "tokens_per_day = 0",
+            1,
+            "18: tokens_per_day must be at least 1, not 0",
+        ),
+        (
+            "max_concurrent = 4294967296",
+            1,
+            "18: max_concurrent must be from 1 to 4294967295, not 4294967296",
+        ),
+    ];
+
+    #[test]
+    fn bad_limits_point_at_the_value_in_a_tenant_or_a_key() {
+        // The tenant's limit keys start on line 5, the client key's on line 6.
+        for &(lines, at, want) in BAD_LIMITS {
+            let tenant = problems(&format!("{GATEWAY}{TENANT}{lines}\n"));
+            let key = problems(&format!("{GATEWAY}{KEY}{lines}\n"));
+            let want_tenant = format!("c.toml:{}:{want}", 4 + at);
+            let want_key = format!("c.toml:{}:{want}", 5 + at);
+            assert!(tenant.starts_with(&want_tenant), "{lines}\n got: {tenant}");
+            assert!(key.starts_with(&want_key), "{lines}\n got: {key}");
+            assert_eq!(tenant.lines().count(), 1, "{tenant}");
+            assert_eq!(key.lines().count(), 1, "{key}");
+        }
+    }
 
     #[test]
     fn any_one_limit_makes_limits_limited() {

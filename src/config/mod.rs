@@ -72,6 +72,9 @@ pub struct Route {
 pub struct Tenant {
     /// Unique name, `[A-Za-z0-9_.-]{1,64}`; used as a metrics label.
     pub name: String,
+    /// What all the tenant's keys together may use, on top of each key's own limits: a
+    /// request must fit both. Default: no limits.
+    pub limits: Limits,
 }
 
 impl Config {

@@ -98,6 +98,13 @@ pub(crate) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTenant {
     pub name: Text,
+    // The limit keys, as in `RawClientKey`; see `RawLimits`.
+    pub rate: Option<Text>,
+    pub burst: Option<Int>,
+    pub quota: Option<RawQuota>,
+    pub tokens_per_minute: Option<Int>,
+    pub tokens_per_day: Option<Int>,
+    pub max_concurrent: Option<Int>,
 }
 
 /// `[[client_key]]`.
@@ -148,6 +155,19 @@ pub(crate) struct RawLimits<'a> {
 }
 
 impl RawClientKey {
+    pub(crate) fn limits(&self) -> RawLimits<'_> {
+        RawLimits {
+            rate: &self.rate,
+            burst: &self.burst,
+            quota: &self.quota,
+            tokens_per_minute: &self.tokens_per_minute,
+            tokens_per_day: &self.tokens_per_day,
+            max_concurrent: &self.max_concurrent,
+        }
+    }
+}
+
+impl RawTenant {
     pub(crate) fn limits(&self) -> RawLimits<'_> {
         RawLimits {
             rate: &self.rate,

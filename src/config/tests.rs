@@ -142,6 +142,12 @@ upstream = "llm.main"
 
 [[tenant]]
 name = "acme"
+rate = "50/s"
+burst = 100
+quota = {{ per_day = 100000 }}
+tokens_per_minute = 500000
+tokens_per_day = 50000000
+max_concurrent = 64
 
 [[client_key]]
 id = "a"
@@ -244,10 +250,27 @@ secret = "kg-inline"
         upstream: "llm.main".into(),
     };
     assert_eq!(config.routes, [route]);
+    let acme = Limits {
+        rate: Some(RateLimit {
+            rate: Rate {
+                count: 50,
+                per: Duration::from_secs(1),
+            },
+            burst: 100,
+        }),
+        quota: Quota {
+            per_day: Some(100_000),
+            ..Quota::default()
+        },
+        tokens_per_minute: Some(500_000),
+        tokens_per_day: Some(50_000_000),
+        max_concurrent: Some(64),
+    };
     assert_eq!(
         config.tenants,
         [Tenant {
-            name: "acme".into()
+            name: "acme".into(),
+            limits: acme,
         }]
     );
 
