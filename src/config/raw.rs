@@ -51,6 +51,8 @@ pub(crate) struct RawGateway {
     pub idle_timeout: Option<Text>,
     pub drain_timeout: Option<Text>,
     pub max_connections: Option<Int>,
+    pub persist_interval: Option<Text>,
+    pub default_max_tokens: Option<Int>,
 }
 
 /// `[[upstream]]`.

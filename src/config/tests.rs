@@ -107,6 +107,8 @@ header_timeout = "5s"
 idle_timeout = "90s"
 drain_timeout = "0s"
 max_connections = 500
+persist_interval = "250ms"
+default_max_tokens = 8192
 
 [[upstream]]
 name = "llm.main"
@@ -193,6 +195,8 @@ secret = "kg-inline"
     assert_eq!(gw.idle_timeout, Duration::from_secs(90));
     assert_eq!(gw.drain_timeout, Duration::ZERO);
     assert_eq!(gw.max_connections, 500);
+    assert_eq!(gw.persist_interval, Duration::from_millis(250));
+    assert_eq!(gw.default_max_tokens, 8192);
     let tuning = Tuning {
         pin_cores: false,
         ring_entries: 2048,
@@ -330,6 +334,8 @@ fn minimal_config_gets_defaults() {
     let timeouts = [gw.header_timeout, gw.idle_timeout, gw.drain_timeout];
     assert_eq!(timeouts.map(|d| d.as_secs()), [10, 60, 30]);
     assert_eq!(gw.max_connections, 10_000);
+    assert_eq!(gw.persist_interval, Duration::from_secs(1));
+    assert_eq!(gw.default_max_tokens, 4096);
     assert_eq!(config.tuning, Tuning::default());
     assert_eq!(config.source, Path::new("etc/keygate.toml"));
     assert!(config.upstreams.is_empty() && config.client_keys.is_empty());

@@ -266,6 +266,29 @@ pub(crate) fn duration(
     d
 }
 
+/// An optional duration within `range`; `default` when absent (or wrong, after a problem).
+pub(crate) fn duration_in(
+    v: &Option<Text>,
+    key: &str,
+    range: RangeInclusive<Duration>,
+    default: Duration,
+    cx: &mut Ctx<'_, '_>,
+) -> Duration {
+    let Some(v) = v else { return default };
+    let msg = match value::parse_duration(v.get_ref()) {
+        Ok(d) if range.contains(&d) => return d,
+        Ok(d) => format!(
+            "{key} must be from {} to {}, not {}",
+            value::format_duration(*range.start()),
+            value::format_duration(*range.end()),
+            value::format_duration(d),
+        ),
+        Err(err) => format!("{key}: {err}"),
+    };
+    cx.problems.at(v.span(), msg);
+    default
+}
+
 /// An optional duration that may be zero; `default_secs` when absent.
 pub(crate) fn duration_or_zero(
     v: &Option<Text>,
