@@ -30,7 +30,7 @@ pub use error::{ConfigErrors, ConfigProblem};
 pub use gateway::{Gateway, Workers};
 pub use limits::{Limits, Quota, RateLimit};
 pub use secret::{KeySecretHash, Secret};
-pub use tuning::Tuning;
+pub use tuning::{DriverChoice, Tuning};
 pub use upstream::{Provider, ProviderKeyConfig, Upstream};
 pub use value::{parse_byte_size, parse_duration, parse_rate, Rate, ValueError};
 
