@@ -2,8 +2,9 @@
 //!
 //! Holds the typed client key values and their validation; the limits a key carries are
 //! validated in `limits`. A client key's secret is hashed as soon as it is read and only the
-//! SHA-256 is kept, so a loaded config can be logged or dumped without leaking a client key. Expiry timestamps are converted to `SystemTime` here,
-//! with a small calendar routine rather than a date crate.
+//! SHA-256 is kept, so a loaded config can be logged or dumped without leaking a client key.
+//! Expiry timestamps are converted to `SystemTime` here, with a small calendar routine rather
+//! than a date crate.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
