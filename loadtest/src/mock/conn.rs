@@ -100,6 +100,14 @@ enum BodyAt {
 impl Conn {
     async fn run(&mut self, worker: &Worker) -> Result<(), Stop> {
         loop {
+            // `parse` drops the field storage when the head is incomplete; between requests
+            // there is nothing to parse yet, so keep the storage and wait for bytes instead.
+            if self.input.is_empty() {
+                self.flush().await?;
+                if self.fill().await? == 0 {
+                    return Ok(());
+                }
+            }
             let fields = mem::take(&mut self.fields);
             let head = match RequestHead::parse(&mut self.input, MAX_HEAD_BYTES, fields) {
                 Ok(Some(head)) => head,
