@@ -71,11 +71,12 @@ pub fn run(listen: SocketAddr, workers: usize, defaults: Defaults) -> anyhow::Re
         threads.push(thread);
     }
     drop(ready_tx);
+    let mut driver = "";
     for _ in 0..workers {
-        let bound: io::Result<()> = ready_rx.recv().context("a worker stopped before binding")?;
-        bound.with_context(|| format!("cannot listen on {addr}"))?;
+        let bound: io::Result<&str> = ready_rx.recv().context("a worker stopped before binding")?;
+        driver = bound.with_context(|| format!("cannot listen on {addr}"))?;
     }
-    info!(workers, "listening on {addr}");
+    info!(workers, driver, "listening on {addr}");
 
     for thread in threads {
         match thread.join() {
@@ -86,33 +87,48 @@ pub fn run(listen: SocketAddr, workers: usize, defaults: Defaults) -> anyhow::Re
     Ok(())
 }
 
-/// Runs one worker on the best driver this kernel allows.
+/// Runs one worker on the best driver this kernel allows: io_uring with deferred task work
+/// (Linux 6.1), plain io_uring, or the legacy epoll driver.
 fn worker_thread(
     worker: Worker,
     addr: SocketAddr,
-    ready: mpsc::Sender<io::Result<()>>,
+    ready: mpsc::Sender<io::Result<&'static str>>,
 ) -> anyhow::Result<()> {
-    match RuntimeBuilder::<IoUringDriver>::new()
+    // Completions are then processed only when this thread waits for them, instead of by the
+    // other cores' network processing contending on the ring's lock.
+    let mut deferred = io_uring::IoUring::builder();
+    deferred.setup_single_issuer().setup_defer_taskrun();
+    let runtime = RuntimeBuilder::<IoUringDriver>::new()
+        .uring_builder(deferred)
         .enable_timer()
         .build()
-    {
-        Ok(mut runtime) => runtime.block_on(accept_loop(worker, addr, ready)),
+        .map(|runtime| (runtime, "io_uring, deferred task work"))
+        .or_else(|_| {
+            let runtime = RuntimeBuilder::<IoUringDriver>::new()
+                .enable_timer()
+                .build();
+            runtime.map(|runtime| (runtime, "io_uring"))
+        });
+    match runtime {
+        Ok((mut runtime, driver)) => runtime.block_on(accept_loop(worker, addr, ready, driver)),
         Err(err) => {
             warn!(error = %err, "io_uring cannot start; using the legacy driver");
             let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
                 .enable_timer()
                 .build()
                 .context("cannot start a runtime")?;
-            runtime.block_on(accept_loop(worker, addr, ready))
+            runtime.block_on(accept_loop(worker, addr, ready, "legacy"))
         }
     }
 }
 
-/// Binds this worker's listener, reports it on `ready`, then accepts until the process ends.
+/// Binds this worker's listener, reports it and the `driver` on `ready`, then accepts until the
+/// process ends.
 async fn accept_loop(
     worker: Worker,
     addr: SocketAddr,
-    ready: mpsc::Sender<io::Result<()>>,
+    ready: mpsc::Sender<io::Result<&'static str>>,
+    driver: &'static str,
 ) -> anyhow::Result<()> {
     let opts = ListenerOpts::new().reuse_port(true).backlog(BACKLOG);
     let listener = match TcpListener::bind_with_config(addr, &opts) {
@@ -123,7 +139,7 @@ async fn accept_loop(
             return Ok(());
         }
     };
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(driver));
 
     let worker = Rc::new(worker);
     loop {
