@@ -6,7 +6,7 @@
 //! | `x-mock-latency-ms` | ms | delay before the response head |
 //! | `x-mock-token-delay-ms` | ms | delay between streamed events |
 //! | `x-mock-tokens` | count | completion tokens (still capped by `max_tokens`) |
-//! | `x-mock-status` | 400-599 | answer that status with an OpenAI error body; 200 changes nothing |
+//! | `x-mock-status` | 400-599 | answer that status with an OpenAI error (200: no change) |
 //! | `x-mock-retry-after` | seconds | `retry-after` of a 429 (default 1) |
 //! | `x-mock-close` | `1` | `Connection: close`, then close |
 //! | `x-mock-chunked` | `1` | frame a whole body as chunked |

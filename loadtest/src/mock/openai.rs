@@ -20,7 +20,13 @@ pub const DEFAULT_MODEL: &str = "mock-model";
 pub const MAX_COMPLETION_TOKENS: u32 = 1_000_000;
 
 /// The body of `GET /v1/models`.
-pub const MODEL_LIST: &[u8] = br#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1721172741,"owned_by":"mock"},{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"mock"},{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}"#;
+pub const MODEL_LIST: &[u8] = concat!(
+    r#"{"object":"list","data":["#,
+    r#"{"id":"gpt-4o-mini","object":"model","created":1721172741,"owned_by":"mock"},"#,
+    r#"{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"mock"},"#,
+    r#"{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}"#
+)
+.as_bytes();
 
 /// The words completions are made of, used in turn; each counts as one token.
 const WORDS: [&str; 16] = [
