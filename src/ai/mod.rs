@@ -7,7 +7,14 @@
 //! a caller-given bound of a response, or panics on any input: a body that is not what its
 //! provider documents yields fewer facts, never an error.
 
+mod events;
+mod lines;
 mod request;
+#[cfg(test)]
+mod samples;
 mod text;
+mod usage;
+mod wire;
 
 pub use request::RequestFacts;
+pub use usage::{Usage, UsageScanner};
