@@ -8,8 +8,10 @@
 //! - [`net`]: upstream connections and the per-shard keep-alive pools.
 //! - [`upstream`]: upstream groups on a shard: endpoint choice and health.
 //! - [`proxy`]: one client connection's path: read, route, forward, stream back.
+//! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
 #![deny(unsafe_code)]
 
+pub mod ai;
 pub mod config;
 pub mod http;
 pub mod net;
