@@ -32,7 +32,7 @@ fn keep_alive_carries_two_requests_and_reuses_the_upstream_connection() {
     let targets: Vec<String> = echo.seen().iter().map(|s| s.target().to_owned()).collect();
     assert_eq!(targets, ["/first", "/second"]);
     assert_eq!(
-        echo.upstream.connection_count(),
+        echo.upstream.settled_connections(),
         1,
         "the upstream connection was not reused"
     );
@@ -182,7 +182,7 @@ fn head_204_and_304_responses_have_no_body_and_keep_the_connection() {
     }
     client.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(client.read_response(false).body_text(), "next");
-    assert_eq!(upstream.connection_count(), 1);
+    assert_eq!(upstream.settled_connections(), 1);
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn close_delimited_response_is_rechunked_for_an_http11_client() {
         );
         assert_eq!(response.body_text(), "until close");
     }
-    assert_eq!(upstream.connection_count(), 2);
+    assert_eq!(upstream.settled_connections(), 2);
 }
 
 #[test]

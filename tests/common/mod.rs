@@ -360,26 +360,79 @@ pub fn roundtrip(addr: SocketAddr, request: &[u8]) -> Response {
 pub struct ScriptedUpstream {
     pub addr: SocketAddr,
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    probes: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Where `ScriptedUpstream::settled_connections` connects from, to be told apart.
+const PROBE_IP: [u8; 4] = [127, 0, 0, 2];
 
 impl ScriptedUpstream {
     pub fn start<F>(handler: F) -> ScriptedUpstream
     where
         F: Fn(TcpStream, usize) + Send + Sync + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        ScriptedUpstream::start_on("127.0.0.1:0".parse().unwrap(), handler)
+    }
+
+    /// Like `start`, on a given address (to bring an endpoint back on the port it had).
+    pub fn start_on<F>(addr: SocketAddr, handler: F) -> ScriptedUpstream
+    where
+        F: Fn(TcpStream, usize) + Send + Sync + 'static,
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind(addr).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = Arc::clone(&connections);
+        let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counter, probed) = (Arc::clone(&connections), Arc::clone(&probes));
         let handler = Arc::new(handler);
         thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if stream
+                    .peer_addr()
+                    .is_ok_and(|peer| peer.ip() == std::net::IpAddr::from(PROBE_IP))
+                {
+                    probed.fetch_add(1, SeqCst);
+                    continue;
+                }
+                let n = counter.fetch_add(1, SeqCst);
                 let handler = Arc::clone(&handler);
                 thread::spawn(move || handler(stream, n));
             }
         });
-        ScriptedUpstream { addr, connections }
+        ScriptedUpstream {
+            addr,
+            connections,
+            probes,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections made so far, counting those the kernel completed but the accept loop has
+    /// not taken yet: a probe connection (not counted, not handled) is made, and since
+    /// connections are accepted in order, every earlier one is counted once the probe is seen.
+    pub fn settled_connections(&self) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        let before = self.probes.load(SeqCst);
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        probe
+            .bind(&SocketAddr::from((PROBE_IP, 0)).into())
+            .expect("bind the probe");
+        probe.connect(&self.addr.into()).expect("connect the probe");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.probes.load(SeqCst) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the probe connection was not accepted"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        self.connection_count()
     }
 }
 
@@ -413,32 +466,6 @@ pub fn read_request(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Option<(Stri
             Ok(0) | Err(_) => return None,
             Ok(n) => carry.extend_from_slice(&chunk[..n]),
         }
-    }
-}
-
-impl ScriptedUpstream {
-    /// Like `start`, on a given address (to bring an endpoint back on the port it had).
-    pub fn start_on<F>(addr: SocketAddr, handler: F) -> ScriptedUpstream
-    where
-        F: Fn(TcpStream, usize) + Send + Sync + 'static,
-    {
-        let listener = TcpListener::bind(addr).expect("bind");
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = Arc::clone(&connections);
-        let handler = Arc::new(handler);
-        thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let handler = Arc::clone(&handler);
-                thread::spawn(move || handler(stream, n));
-            }
-        });
-        ScriptedUpstream { addr, connections }
-    }
-
-    /// Connections accepted so far.
-    pub fn connection_count(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
