@@ -575,9 +575,14 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(tag: &'static str) -> Echo {
+        Echo::start_on(tag, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Like `start`, on a given address.
+    pub fn start_on(tag: &'static str, addr: SocketAddr) -> Echo {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
-        let upstream = ScriptedUpstream::start(move |mut stream, _| {
+        let upstream = ScriptedUpstream::start_on(addr, move |mut stream, _| {
             let mut carry = Vec::new();
             while let Some(request) = read_seen(&mut stream, &mut carry) {
                 let body = format!("{tag} {}", request.target());
