@@ -1,1 +1,44 @@
-fn main() {}
+//! `loadtest`: keygate's benchmark tools, one subcommand each.
+//!
+//! - `mock` (module [`mock`]): a mock AI provider to put behind the gateway.
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+mod mock;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// keygate's load generator and mock AI provider.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The tools.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a mock AI provider (OpenAI wire format) with scriptable latency and errors.
+    Mock(mock::MockArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Logs go to stderr, so that tools may read stdout; `RUST_LOG` refines the level.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    match cli.command {
+        Command::Mock(args) => mock::run(&args),
+    }
+}

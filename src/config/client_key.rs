@@ -1,9 +1,10 @@
-//! `[[client_key]]`: the keys clients present, and the limits each one carries.
+//! `[[client_key]]`: the keys clients present, what they may reach, and when they expire.
 //!
-//! Holds the typed client key values and their validation. A client key's secret is hashed
-//! as soon as it is read and only the SHA-256 is kept, so a loaded config can be logged or
-//! dumped without leaking a client key. Expiry timestamps are converted to `SystemTime` here,
-//! with a small calendar routine rather than a date crate.
+//! Holds the typed client key values and their validation; the limits a key carries are
+//! validated in `limits`. A client key's secret is hashed as soon as it is read and only the
+//! SHA-256 is kept, so a loaded config can be logged or dumped without leaking a client key.
+//! Expiry timestamps are converted to `SystemTime` here, with a small calendar routine rather
+//! than a date crate.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use toml::value::{Datetime, Offset};
 use toml::Spanned;
 
-use super::raw::{RawClientKey, RawQuota, TextList};
+use super::limits::{self, Limits};
+use super::raw::{RawClientKey, TextList};
 use super::secret::{self, KeySecretHash, SecretForm};
-use super::validate::{check_name, opt_int, Ctx, Seen};
-use super::value::{self, Rate};
+use super::validate::{check_name, Ctx, Seen};
 
 /// `[[client_key]]`: one key a client may present, with its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,45 +26,14 @@ pub struct ClientKeyConfig {
     pub tenant: Option<String>,
     /// SHA-256 of the key's secret; unique among client keys.
     pub secret: KeySecretHash,
-    /// Sustained request rate and bucket size. Default: no rate limit.
-    pub rate: Option<RateLimit>,
-    /// Calendar-window request quotas (UTC). Default: none.
-    pub quota: Quota,
-    /// LLM tokens per minute, from the upstream's reported usage. Default: no limit.
-    pub tokens_per_minute: Option<u64>,
-    /// LLM tokens per UTC day. Default: no limit.
-    pub tokens_per_day: Option<u64>,
-    /// Requests in flight at once. Default: no limit.
-    pub max_concurrent: Option<u32>,
+    /// What this key alone may use; its tenant's limits apply as well. Default: no limits.
+    pub limits: Limits,
     /// After this instant the key is rejected as expired. Default: never expires.
     pub expires: Option<SystemTime>,
     /// Path prefixes the key may use. Default `None`: every route.
     pub routes: Option<Vec<String>>,
     /// Model names the key may ask for. Default `None`: every model.
     pub models: Option<Vec<String>>,
-}
-
-/// A token bucket: `rate` refills it, `burst` is its size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Sustained rate, from `rate = "n/s" | "n/m" | "n/h"`.
-    pub rate: Rate,
-    /// Requests that may pass at once, at least 1. Default: the rate's count when the rate
-    /// is per second (`"5/s"` gives 5), otherwise 1.
-    pub burst: u64,
-}
-
-/// Request quotas over calendar windows in UTC; each is at least 1 when set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Quota {
-    /// Requests per calendar minute. Default: none.
-    pub per_minute: Option<u64>,
-    /// Requests per calendar hour. Default: none.
-    pub per_hour: Option<u64>,
-    /// Requests per calendar day (UTC). Default: none.
-    pub per_day: Option<u64>,
-    /// Requests per calendar month (UTC). Default: none.
-    pub per_month: Option<u64>,
 }
 
 /// Validates every `[[client_key]]` table. `tenants` are the defined tenant names.
@@ -101,21 +71,7 @@ pub(crate) fn client_keys(
             id: key.id.get_ref().clone(),
             tenant: key.tenant.as_ref().map(|t| t.get_ref().clone()),
             secret: secret.map_or(KeySecretHash::of(b""), |(hash, _)| hash),
-            rate: rate_limit(key, cx),
-            quota: key.quota.as_ref().map(|q| quota(q, cx)).unwrap_or_default(),
-            tokens_per_minute: opt_int(
-                &key.tokens_per_minute,
-                "tokens_per_minute",
-                1..=i64::MAX,
-                cx,
-            ),
-            tokens_per_day: opt_int(&key.tokens_per_day, "tokens_per_day", 1..=i64::MAX, cx),
-            max_concurrent: opt_int(
-                &key.max_concurrent,
-                "max_concurrent",
-                1..=u32::MAX.into(),
-                cx,
-            ),
+            limits: limits::limits(key.limits(), cx),
             expires: key.expires.as_ref().and_then(|v| expires(v, cx)),
             routes: key.routes.as_ref().map(|v| list(v, "routes", true, cx)),
             models: key.models.as_ref().map(|v| list(v, "models", false, cx)),
@@ -150,38 +106,6 @@ fn secret_hash(
             .map(|clear| KeySecretHash::of(clear.as_bytes()))
     };
     hash.map(|hash| (hash, v.span()))
-}
-
-fn rate_limit(key: &RawClientKey, cx: &mut Ctx<'_, '_>) -> Option<RateLimit> {
-    let burst: Option<u64> = opt_int(&key.burst, "burst", 1..=i64::MAX, cx);
-    let Some(v) = &key.rate else {
-        if let Some(b) = &key.burst {
-            cx.problems.at(b.span(), "burst needs a rate");
-        }
-        return None;
-    };
-
-    let rate = value::parse_rate(v.get_ref())
-        .map_err(|err| cx.problems.at(v.span(), format!("rate: {err}")))
-        .ok()?;
-    let default_burst = if rate.per == Duration::from_secs(1) {
-        rate.count.max(1)
-    } else {
-        1
-    };
-    Some(RateLimit {
-        rate,
-        burst: burst.unwrap_or(default_burst),
-    })
-}
-
-fn quota(raw: &RawQuota, cx: &mut Ctx<'_, '_>) -> Quota {
-    Quota {
-        per_minute: opt_int(&raw.per_minute, "per_minute", 1..=i64::MAX, cx),
-        per_hour: opt_int(&raw.per_hour, "per_hour", 1..=i64::MAX, cx),
-        per_day: opt_int(&raw.per_day, "per_day", 1..=i64::MAX, cx),
-        per_month: opt_int(&raw.per_month, "per_month", 1..=i64::MAX, cx),
-    }
 }
 
 /// A non-empty list of non-empty strings; `paths` ones must start with `/`.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::raw::{IntOrText, RawGateway, Text};
 use super::tuning::{Tuning, TUNING_FILE_LIMIT};
-use super::validate::{duration, duration_or_zero, int, read_limited, relative_to, Ctx};
+use super::validate::{
+    duration, duration_in, duration_or_zero, int, read_limited, relative_to, Ctx,
+};
 use super::value;
 
 /// `[gateway]`: how the gateway listens and what it accepts from clients.
@@ -47,6 +49,12 @@ pub struct Gateway {
     pub drain_timeout: Duration,
     /// Client connections each shard accepts at once. Default 10000.
     pub max_connections: usize,
+    /// How often each shard writes its quota counters to `state_dir`: the most usage a crash
+    /// (`kill -9`) can lose. Default 1 s, range 100 ms..=60 s.
+    pub persist_interval: Duration,
+    /// LLM tokens reserved for a request's completion when the request names no
+    /// `max_tokens`. Default 4096, at least 1.
+    pub default_max_tokens: u64,
 }
 
 /// How many shards to run.
@@ -147,6 +155,20 @@ pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tunin
             10_000,
             cx,
         ),
+        persist_interval: duration_in(
+            &raw.persist_interval,
+            "persist_interval",
+            Duration::from_millis(100)..=Duration::from_secs(60),
+            Duration::from_secs(1),
+            cx,
+        ),
+        default_max_tokens: int(
+            &raw.default_max_tokens,
+            "default_max_tokens",
+            1..=i64::MAX,
+            4096,
+            cx,
+        ),
     };
     (gateway, tuning)
 }
@@ -188,7 +210,27 @@ fn path(v: &Text, key: &str, cx: &mut Ctx<'_, '_>) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_problems, GATEWAY};
+    use std::time::Duration;
+
+    use super::super::tests::{assert_problems, parse, GATEWAY};
+
+    #[test]
+    fn persist_interval_and_default_max_tokens() {
+        let read = |extra: &str| {
+            let config = parse(&format!("{GATEWAY}{extra}")).unwrap_or_else(|e| panic!("{e}"));
+            let gw = config.gateway;
+            (gw.persist_interval, gw.default_max_tokens)
+        };
+        assert_eq!(read(""), (Duration::from_secs(1), 4096));
+        let edges = "persist_interval = \"100ms\"\ndefault_max_tokens = 1\n";
+        assert_eq!(read(edges), (Duration::from_millis(100), 1));
+        let edges = "persist_interval = \"60s\"\ndefault_max_tokens = 200000\n";
+        assert_eq!(read(edges), (Duration::from_secs(60), 200_000));
+        assert_eq!(
+            read("persist_interval = \"1m\"\n").0,
+            Duration::from_secs(60)
+        );
+    }
 
     #[test]
     fn problems_point_at_the_key_or_value() {
@@ -228,6 +270,30 @@ mod tests {
             (
                 format!("{GATEWAY}state_dir = \"\"\n"),
                 "c.toml:3:13: state_dir must not be empty",
+            ),
+            (
+                format!("{GATEWAY}persist_interval = \"50ms\"\n"),
+                "c.toml:3:20: persist_interval must be from 100ms to 1m, not 50ms",
+            ),
+            (
+                format!("{GATEWAY}persist_interval = \"2m\"\n"),
+                "c.toml:3:20: persist_interval must be from 100ms to 1m, not 2m",
+            ),
+            (
+                format!("{GATEWAY}persist_interval = \"1 s\"\n"),
+                "c.toml:3:20: persist_interval: invalid duration \"1 s\";",
+            ),
+            (
+                format!("{GATEWAY}persist_interval = 1\n"),
+                "c.toml:3:20: invalid type: integer `1`, expected a string",
+            ),
+            (
+                format!("{GATEWAY}default_max_tokens = 0\n"),
+                "c.toml:3:22: default_max_tokens must be at least 1, not 0",
+            ),
+            (
+                format!("{GATEWAY}default_max_tokens = \"4k\"\n"),
+                "c.toml:3:22: invalid type: string \"4k\", expected i64",
             ),
             (
                 format!("{GATEWAY}tuning = \"missing.toml\"\n"),

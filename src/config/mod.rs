@@ -14,6 +14,7 @@ mod client_key;
 mod endpoint;
 mod error;
 mod gateway;
+mod limits;
 mod raw;
 mod secret;
 mod tuning;
@@ -23,12 +24,13 @@ mod value;
 
 use std::path::{Path, PathBuf};
 
-pub use client_key::{ClientKeyConfig, Quota, RateLimit};
+pub use client_key::ClientKeyConfig;
 pub use endpoint::{parse_endpoint, system_resolver, Endpoint, EndpointSpec, Resolver};
 pub use error::{ConfigErrors, ConfigProblem};
 pub use gateway::{Gateway, Workers};
+pub use limits::{Limits, Quota, RateLimit};
 pub use secret::{KeySecretHash, Secret};
-pub use tuning::Tuning;
+pub use tuning::{DriverChoice, Tuning};
 pub use upstream::{Provider, ProviderKeyConfig, Upstream};
 pub use value::{parse_byte_size, parse_duration, parse_rate, Rate, ValueError};
 
@@ -70,6 +72,9 @@ pub struct Route {
 pub struct Tenant {
     /// Unique name, `[A-Za-z0-9_.-]{1,64}`; used as a metrics label.
     pub name: String,
+    /// What all the tenant's keys together may use, on top of each key's own limits: a
+    /// request must fit both. Default: no limits.
+    pub limits: Limits,
 }
 
 impl Config {

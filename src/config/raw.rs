@@ -51,6 +51,8 @@ pub(crate) struct RawGateway {
     pub idle_timeout: Option<Text>,
     pub drain_timeout: Option<Text>,
     pub max_connections: Option<Int>,
+    pub persist_interval: Option<Text>,
+    pub default_max_tokens: Option<Int>,
 }
 
 /// `[[upstream]]`.
@@ -98,6 +100,13 @@ pub(crate) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTenant {
     pub name: Text,
+    // The limit keys, as in `RawClientKey`; see `RawLimits`.
+    pub rate: Option<Text>,
+    pub burst: Option<Int>,
+    pub quota: Option<RawQuota>,
+    pub tokens_per_minute: Option<Int>,
+    pub tokens_per_day: Option<Int>,
+    pub max_concurrent: Option<Int>,
 }
 
 /// `[[client_key]]`.
@@ -110,6 +119,7 @@ pub(crate) struct RawClientKey {
     pub secret_env: Option<Text>,
     pub secret_sha256: Option<Text>,
     pub secret_file: Option<Text>,
+    // The limit keys, as in `RawTenant`; see `RawLimits`.
     pub rate: Option<Text>,
     pub burst: Option<Int>,
     pub quota: Option<RawQuota>,
@@ -122,7 +132,7 @@ pub(crate) struct RawClientKey {
     pub models: Option<TextList>,
 }
 
-/// `quota = { ... }` of a client key.
+/// `quota = { ... }` of a client key or a tenant.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawQuota {
@@ -130,6 +140,46 @@ pub(crate) struct RawQuota {
     pub per_hour: Option<Int>,
     pub per_day: Option<Int>,
     pub per_month: Option<Int>,
+}
+
+/// The limit keys of a `[[client_key]]` or `[[tenant]]`, borrowed from either.
+///
+/// Each table lists the keys itself rather than `#[serde(flatten)]`ing a shared struct:
+/// serde cannot combine `flatten` with `deny_unknown_fields`, and flattened values lose
+/// their spans.
+pub(crate) struct RawLimits<'a> {
+    pub rate: &'a Option<Text>,
+    pub burst: &'a Option<Int>,
+    pub quota: &'a Option<RawQuota>,
+    pub tokens_per_minute: &'a Option<Int>,
+    pub tokens_per_day: &'a Option<Int>,
+    pub max_concurrent: &'a Option<Int>,
+}
+
+impl RawClientKey {
+    pub(crate) fn limits(&self) -> RawLimits<'_> {
+        RawLimits {
+            rate: &self.rate,
+            burst: &self.burst,
+            quota: &self.quota,
+            tokens_per_minute: &self.tokens_per_minute,
+            tokens_per_day: &self.tokens_per_day,
+            max_concurrent: &self.max_concurrent,
+        }
+    }
+}
+
+impl RawTenant {
+    pub(crate) fn limits(&self) -> RawLimits<'_> {
+        RawLimits {
+            rate: &self.rate,
+            burst: &self.burst,
+            quota: &self.quota,
+            tokens_per_minute: &self.tokens_per_minute,
+            tokens_per_day: &self.tokens_per_day,
+            max_concurrent: &self.max_concurrent,
+        }
+    }
 }
 
 /// A value that may be written as a TOML integer or a string (`workers`, `max_body_bytes`).

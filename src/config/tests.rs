@@ -107,6 +107,8 @@ header_timeout = "5s"
 idle_timeout = "90s"
 drain_timeout = "0s"
 max_connections = 500
+persist_interval = "250ms"
+default_max_tokens = 8192
 
 [[upstream]]
 name = "llm.main"
@@ -142,6 +144,12 @@ upstream = "llm.main"
 
 [[tenant]]
 name = "acme"
+rate = "50/s"
+burst = 100
+quota = {{ per_day = 100000 }}
+tokens_per_minute = 500000
+tokens_per_day = 50000000
+max_concurrent = 64
 
 [[client_key]]
 id = "a"
@@ -187,6 +195,8 @@ secret = "kg-inline"
     assert_eq!(gw.idle_timeout, Duration::from_secs(90));
     assert_eq!(gw.drain_timeout, Duration::ZERO);
     assert_eq!(gw.max_connections, 500);
+    assert_eq!(gw.persist_interval, Duration::from_millis(250));
+    assert_eq!(gw.default_max_tokens, 8192);
     let tuning = Tuning {
         pin_cores: false,
         ring_entries: 2048,
@@ -244,10 +254,27 @@ secret = "kg-inline"
         upstream: "llm.main".into(),
     };
     assert_eq!(config.routes, [route]);
+    let acme = Limits {
+        rate: Some(RateLimit {
+            rate: Rate {
+                count: 50,
+                per: Duration::from_secs(1),
+            },
+            burst: 100,
+        }),
+        quota: Quota {
+            per_day: Some(100_000),
+            ..Quota::default()
+        },
+        tokens_per_minute: Some(500_000),
+        tokens_per_day: Some(50_000_000),
+        max_concurrent: Some(64),
+    };
     assert_eq!(
         config.tenants,
         [Tenant {
-            name: "acme".into()
+            name: "acme".into(),
+            limits: acme,
         }]
     );
 
@@ -257,22 +284,24 @@ secret = "kg-inline"
         id: "a".into(),
         tenant: Some("acme".into()),
         secret: KeySecretHash::of(b"kg-hashed"),
-        rate: Some(RateLimit {
-            rate: Rate {
-                count: 100,
-                per: Duration::from_secs(60),
+        limits: Limits {
+            rate: Some(RateLimit {
+                rate: Rate {
+                    count: 100,
+                    per: Duration::from_secs(60),
+                },
+                burst: 1,
+            }),
+            quota: Quota {
+                per_minute: Some(1),
+                per_hour: Some(2),
+                per_day: Some(3),
+                per_month: Some(4),
             },
-            burst: 1,
-        }),
-        quota: Quota {
-            per_minute: Some(1),
-            per_hour: Some(2),
-            per_day: Some(3),
-            per_month: Some(4),
+            tokens_per_minute: Some(20000),
+            tokens_per_day: Some(1_000_000),
+            max_concurrent: Some(4),
         },
-        tokens_per_minute: Some(20000),
-        tokens_per_day: Some(1_000_000),
-        max_concurrent: Some(4),
         expires: Some(expires),
         routes: Some(vec!["/v1/chat/".into()]),
         models: Some(vec!["gpt-4o-mini".into()]),
@@ -281,14 +310,12 @@ secret = "kg-inline"
 
     let b = &config.client_keys[1];
     assert_eq!(b.secret, KeySecretHash::of(b"kg-from-file"));
-    assert_eq!(b.rate.map(|r| r.burst), Some(5));
+    assert_eq!(b.limits.rate.map(|r| r.burst), Some(5));
     assert_eq!(b.expires, Some(expires));
     let c = &config.client_keys[2];
     assert_eq!(c.secret, KeySecretHash::of(b"kg-inline"));
-    assert_eq!(
-        (c.rate, c.quota, c.routes.as_ref()),
-        (None, Quota::default(), None)
-    );
+    assert!(c.limits.is_unlimited());
+    assert_eq!(c.routes, None);
 }
 
 #[test]
@@ -307,6 +334,8 @@ fn minimal_config_gets_defaults() {
     let timeouts = [gw.header_timeout, gw.idle_timeout, gw.drain_timeout];
     assert_eq!(timeouts.map(|d| d.as_secs()), [10, 60, 30]);
     assert_eq!(gw.max_connections, 10_000);
+    assert_eq!(gw.persist_interval, Duration::from_secs(1));
+    assert_eq!(gw.default_max_tokens, 4096);
     assert_eq!(config.tuning, Tuning::default());
     assert_eq!(config.source, Path::new("etc/keygate.toml"));
     assert!(config.upstreams.is_empty() && config.client_keys.is_empty());
@@ -333,7 +362,10 @@ fn quickstart_example_loads() {
     assert_eq!(openai.keys[1].secret.expose(), "sk-mock-2");
     let key = &config.client_keys[0];
     assert_eq!(key.secret, KeySecretHash::of(b"kg-acme-dev-0001"));
-    assert_eq!(key.rate.map(|r| (r.rate.count, r.burst)), Some((2, 2)));
+    assert_eq!(
+        key.limits.rate.map(|r| (r.rate.count, r.burst)),
+        Some((2, 2))
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The tuning file: per-host settings for cores, io_uring and sockets.
+//! The tuning file: per-host settings for cores, the I/O driver and sockets.
 //!
 //! Tuning is kept apart from the config because it describes the machine, not the traffic:
 //! the same gateway config runs on a dedicated box (cores pinned) and on a laptop shared with
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::endpoint::system_resolver;
 use super::error::{ConfigErrors, Problems};
-use super::raw::Int;
+use super::raw::{Int, Text};
 use super::validate::{int, read_limited, Ctx};
 
 /// Largest tuning file read, in bytes; the real ones are a few hundred.
@@ -21,13 +21,16 @@ pub(crate) const TUNING_FILE_LIMIT: u64 = 1 << 20;
 /// Per-host tuning, with every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
+    /// The I/O driver each shard runs on. Default [`DriverChoice::IoUring`].
+    pub driver: DriverChoice,
     /// Pin shard `i` to core `i`. Default true; turn off on a machine shared with other
     /// busy processes.
     pub pin_cores: bool,
-    /// io_uring submission queue entries per shard. Default 1024, range 256..=32768.
+    /// io_uring submission queue entries per shard. Default 1024, range 256..=32768. Unused
+    /// with [`DriverChoice::Epoll`].
     pub ring_entries: u32,
     /// Set up each ring with `IORING_SETUP_SINGLE_ISSUER` and `IORING_SETUP_DEFER_TASKRUN`.
-    /// Default true; needs Linux 6.1 or later.
+    /// Default true; needs Linux 6.1 or later. Unused with [`DriverChoice::Epoll`].
     pub single_issuer: bool,
     /// `listen(2)` backlog of each listening socket, in connections. Default 4096.
     pub listen_backlog: u32,
@@ -38,10 +41,38 @@ pub struct Tuning {
     pub nofile_limit: u64,
 }
 
+/// The I/O driver a shard runs on: `driver = "io_uring" | "epoll"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring (`"io_uring"`), the default: fewer system calls per request.
+    #[default]
+    IoUring,
+    /// epoll (`"epoll"`), for hosts where io_uring is missing or forbidden (old kernels,
+    /// seccomp profiles of container runtimes); slower.
+    Epoll,
+}
+
+impl DriverChoice {
+    /// The name used in the tuning file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverChoice::IoUring => "io_uring",
+            DriverChoice::Epoll => "epoll",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<DriverChoice> {
+        [DriverChoice::IoUring, DriverChoice::Epoll]
+            .into_iter()
+            .find(|d| d.as_str() == name)
+    }
+}
+
 /// The tuning file as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTuning {
+    driver: Option<Text>,
     pin_cores: Option<bool>,
     ring_entries: Option<Int>,
     single_issuer: Option<bool>,
@@ -53,6 +84,7 @@ struct RawTuning {
 impl Default for Tuning {
     fn default() -> Tuning {
         Tuning {
+            driver: DriverChoice::IoUring,
             pin_cores: true,
             ring_entries: 1024,
             single_issuer: true,
@@ -89,6 +121,10 @@ impl Tuning {
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
+            driver: raw
+                .driver
+                .as_ref()
+                .map_or(defaults.driver, |v| driver(v, &mut cx)),
             pin_cores: raw.pin_cores.unwrap_or(defaults.pin_cores),
             ring_entries: int(
                 &raw.ring_entries,
@@ -129,6 +165,14 @@ impl Tuning {
     }
 }
 
+fn driver(v: &Text, cx: &mut Ctx<'_, '_>) -> DriverChoice {
+    DriverChoice::from_name(v.get_ref()).unwrap_or_else(|| {
+        let msg = format!("unknown driver {:?}; use io_uring or epoll", v.get_ref());
+        cx.problems.at(v.span(), msg);
+        DriverChoice::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,9 +188,11 @@ mod tests {
 
     #[test]
     fn every_key_is_read() {
-        let text = "pin_cores = false\nring_entries = 4096\nsingle_issuer = false\n\
-                    listen_backlog = 128\nread_buffer = 65536\nnofile_limit = 65536\n";
+        let text = "driver = \"epoll\"\npin_cores = false\nring_entries = 4096\n\
+                    single_issuer = false\nlisten_backlog = 128\nread_buffer = 65536\n\
+                    nofile_limit = 65536\n";
         let want = Tuning {
+            driver: DriverChoice::Epoll,
             pin_cores: false,
             ring_entries: 4096,
             single_issuer: false,
@@ -155,6 +201,46 @@ mod tests {
             nofile_limit: 65536,
         };
         assert_eq!(check(text), Ok(want));
+    }
+
+    #[test]
+    fn driver_values() {
+        let cases = [
+            ("driver = \"io_uring\"\n", Ok(DriverChoice::IoUring)),
+            ("driver = \"epoll\"\n", Ok(DriverChoice::Epoll)),
+            ("", Ok(DriverChoice::IoUring)),
+            (
+                "pin_cores = true\ndriver = \"kqueue\"\n",
+                Err("t.toml:2:10: unknown driver \"kqueue\"; use io_uring or epoll"),
+            ),
+            (
+                "driver = \"io-uring\"\n",
+                Err("t.toml:1:10: unknown driver \"io-uring\"; use io_uring or epoll"),
+            ),
+            (
+                "driver = \"EPOLL\"\n",
+                Err("t.toml:1:10: unknown driver \"EPOLL\"; use io_uring or epoll"),
+            ),
+            (
+                "driver = \"\"\n",
+                Err("t.toml:1:10: unknown driver \"\"; use io_uring or epoll"),
+            ),
+            (
+                "driver = 1\n",
+                Err("t.toml:1:10: invalid type: integer `1`, expected a string"),
+            ),
+        ];
+        for (text, want) in cases {
+            let got = check(text).map(|t| t.driver);
+            assert_eq!(
+                got.as_ref().copied().map_err(String::as_str),
+                want,
+                "{text:?}"
+            );
+        }
+        for driver in [DriverChoice::IoUring, DriverChoice::Epoll] {
+            assert_eq!(DriverChoice::from_name(driver.as_str()), Some(driver));
+        }
     }
 
     #[test]

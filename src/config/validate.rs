@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use super::endpoint::Resolver;
 use super::error::{ConfigErrors, Problems};
-use super::raw::{Int, RawConfig, RawRoute, Text};
+use super::raw::{Int, RawConfig, RawRoute, RawTenant, Text};
 use super::value;
-use super::{client_key, gateway, upstream, Config, Route, Tenant};
+use super::{client_key, gateway, limits, upstream, Config, Route, Tenant};
 
 /// What every table's validation needs: where problems go and how to reach the outside.
 pub(crate) struct Ctx<'a, 'p> {
@@ -44,17 +44,7 @@ pub(crate) fn config(
     let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let routes = routes(&raw.route, &upstream_names, &mut cx);
 
-    let mut seen = Seen::default();
-    let mut tenants = Vec::with_capacity(raw.tenant.len());
-    for tenant in &raw.tenant {
-        let name = &tenant.get_ref().name;
-        if check_name(name, "tenant name", &mut cx) {
-            seen.unique(name, "tenant", &mut cx);
-        }
-        tenants.push(Tenant {
-            name: name.get_ref().clone(),
-        });
-    }
+    let tenants = tenants(&raw.tenant, &mut cx);
     let tenant_names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
     let client_keys = client_key::client_keys(&raw.client_key, &tenant_names, &mut cx);
 
@@ -70,6 +60,22 @@ pub(crate) fn config(
         client_keys,
         source: origin.to_path_buf(),
     })
+}
+
+fn tenants(raw: &[toml::Spanned<RawTenant>], cx: &mut Ctx<'_, '_>) -> Vec<Tenant> {
+    let mut seen = Seen::default();
+    let mut tenants = Vec::with_capacity(raw.len());
+    for tenant in raw {
+        let tenant = tenant.get_ref();
+        if check_name(&tenant.name, "tenant name", cx) {
+            seen.unique(&tenant.name, "tenant", cx);
+        }
+        tenants.push(Tenant {
+            name: tenant.name.get_ref().clone(),
+            limits: limits::limits(tenant.limits(), cx),
+        });
+    }
+    tenants
 }
 
 fn routes(raw: &[toml::Spanned<RawRoute>], upstreams: &[&str], cx: &mut Ctx<'_, '_>) -> Vec<Route> {
@@ -260,6 +266,29 @@ pub(crate) fn duration(
     d
 }
 
+/// An optional duration within `range`; `default` when absent (or wrong, after a problem).
+pub(crate) fn duration_in(
+    v: &Option<Text>,
+    key: &str,
+    range: RangeInclusive<Duration>,
+    default: Duration,
+    cx: &mut Ctx<'_, '_>,
+) -> Duration {
+    let Some(v) = v else { return default };
+    let msg = match value::parse_duration(v.get_ref()) {
+        Ok(d) if range.contains(&d) => return d,
+        Ok(d) => format!(
+            "{key} must be from {} to {}, not {}",
+            value::format_duration(*range.start()),
+            value::format_duration(*range.end()),
+            value::format_duration(d),
+        ),
+        Err(err) => format!("{key}: {err}"),
+    };
+    cx.problems.at(v.span(), msg);
+    default
+}
+
 /// An optional duration that may be zero; `default_secs` when absent.
 pub(crate) fn duration_or_zero(
     v: &Option<Text>,
@@ -334,7 +363,7 @@ mod tests {
             ),
             (
                 format!("{GATEWAY}[[tenant]]\nname = \"t\"\ncolour = \"red\"\n"),
-                "c.toml:5:1: unknown field `colour`, expected `name`",
+                "c.toml:5:1: unknown field `colour`, expected one of `name`, `rate`,",
             ),
             (
                 format!("{GATEWAY}[[tenant]]\nname = \"t\"\n[[tenant]]\nname = \"t\"\n"),

@@ -118,6 +118,21 @@ pub fn parse_byte_size(text: &str) -> Result<u64, ValueError> {
         .ok_or_else(|| ValueError::Overflow(text.to_string()))
 }
 
+/// Writes a duration the way [`parse_duration`] reads it, in the largest unit that divides
+/// it evenly (`"100ms"`, `"60s"`, `"2m"`); for messages. Sub-millisecond parts are dropped.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let millis = d.as_millis();
+    let units = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    match units
+        .iter()
+        .find(|(per, _)| millis > 0 && millis.is_multiple_of(*per))
+    {
+        Some((per, unit)) => format!("{}{unit}", millis / per),
+        None if millis == 0 => "0s".to_string(),
+        None => format!("{millis}ms"),
+    }
+}
+
 /// Splits leading ASCII digits from the rest: `"10ms"` gives `(10, "ms")`. `None` when there
 /// are no digits or they overflow `u64`.
 fn split_number(text: &str) -> Option<(u64, &str)> {
@@ -165,6 +180,23 @@ mod tests {
             parse_duration("18446744073709551615h"),
             Err(ValueError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn durations_are_written_back_in_their_largest_unit() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(100), "100ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(7200), "2h"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(format_duration(d), want);
+            assert_eq!(parse_duration(want), Ok(d), "{want} reads back");
+        }
     }
 
     #[test]

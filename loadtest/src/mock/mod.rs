@@ -1,0 +1,55 @@
+//! `loadtest mock`: a mock AI provider speaking the OpenAI wire format, fast enough never to be
+//! the bottleneck of a benchmark, with knobs (command-line defaults, per-request `x-mock-*`
+//! headers) for latency, streaming pace, token counts, error statuses and response framing.
+//!
+//! - `server`: threads, runtimes, listeners.
+//! - `conn`: one connection's I/O: reading requests, framing and writing replies, delays.
+//! - `route`: which reply a request gets (sans-IO).
+//! - `openai`: the OpenAI request and reply formats (sans-IO).
+//! - `knobs`: per-request behaviour from headers.
+//! - `response`: response heads and body framing.
+//! - `json`: JSON string and number writing.
+
+mod conn;
+mod json;
+mod knobs;
+mod openai;
+mod response;
+mod route;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use knobs::Defaults;
+
+/// Options of `loadtest mock`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MockArgs {
+    /// Address to listen on; port 0 picks a free port (the log line says which).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own runtime and listener.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Delay before each response head, in milliseconds (header `x-mock-latency-ms`).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Delay between the events of a streamed reply, in milliseconds
+    /// (header `x-mock-token-delay-ms`).
+    #[arg(long, default_value_t = 0)]
+    pub token_delay_ms: u64,
+    /// Completion tokens per reply, capped by the request's max_tokens (header `x-mock-tokens`).
+    #[arg(long, default_value_t = 16)]
+    pub tokens: u32,
+}
+
+/// Runs the mock until the process is killed.
+pub fn run(args: &MockArgs) -> anyhow::Result<()> {
+    let defaults = Defaults {
+        latency: Duration::from_millis(args.latency_ms),
+        token_delay: Duration::from_millis(args.token_delay_ms),
+        tokens: args.tokens,
+    };
+    server::run(args.listen, usize::from(args.workers), defaults)
+}

@@ -1,0 +1,160 @@
+//! Start-up of the mock: one worker thread per `--workers`, each a monoio runtime on io_uring
+//! (the legacy epoll driver when io_uring cannot start) with its own SO_REUSEPORT listener.
+//!
+//! Workers share nothing mutable: each numbers its own requests, interleaved with the other
+//! workers' so that ids stay unique in the process without an atomic counter.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use monoio::net::{ListenerOpts, TcpListener};
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use tracing::{info, warn};
+
+use super::conn;
+use super::knobs::Defaults;
+
+/// Connections waiting to be accepted, per listener (the kernel caps it at somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// The state of one worker thread, shared by its connections.
+#[derive(Debug)]
+pub struct Worker {
+    /// Behaviour when a request does not ask for another.
+    pub defaults: Defaults,
+    next_id: Cell<u64>,
+    stride: u64,
+}
+
+impl Worker {
+    /// Worker `index` of `workers`.
+    pub fn new(index: usize, workers: usize, defaults: Defaults) -> Self {
+        Worker {
+            defaults,
+            next_id: Cell::new(index as u64 + 1),
+            stride: workers as u64,
+        }
+    }
+
+    /// The next request id: worker `i` of `n` hands out `i + 1`, `i + 1 + n`, ...
+    pub fn next_request_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + self.stride);
+        id
+    }
+}
+
+/// Binds `listen` on `workers` threads, logs the bound address, and serves until killed.
+pub fn run(listen: SocketAddr, workers: usize, defaults: Defaults) -> anyhow::Result<()> {
+    // A plain bind (no SO_REUSEPORT) fails while another process, such as a stale mock, listens
+    // on the port, which the workers' listeners would otherwise silently share. It also picks
+    // the port when 0 is asked, so that every worker binds the same one.
+    let addr = std::net::TcpListener::bind(listen)
+        .and_then(|probe| probe.local_addr())
+        .with_context(|| format!("cannot listen on {listen}"))?;
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let ready = ready_tx.clone();
+        let worker = Worker::new(index, workers, defaults);
+        let thread = thread::Builder::new()
+            .name(format!("mock-{index}"))
+            .spawn(move || worker_thread(worker, addr, ready))
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut driver = "";
+    for _ in 0..workers {
+        let bound: io::Result<&str> = ready_rx.recv().context("a worker stopped before binding")?;
+        driver = bound.with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    info!(workers, driver, "listening on {addr}");
+
+    for thread in threads {
+        match thread.join() {
+            Ok(result) => result?,
+            Err(_) => bail!("a worker thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Runs one worker on the best driver this kernel allows: io_uring with deferred task work
+/// (Linux 6.1), plain io_uring, or the legacy epoll driver.
+fn worker_thread(
+    worker: Worker,
+    addr: SocketAddr,
+    ready: mpsc::Sender<io::Result<&'static str>>,
+) -> anyhow::Result<()> {
+    // Completions are then processed only when this thread waits for them, instead of by the
+    // other cores' network processing contending on the ring's lock.
+    let mut deferred = io_uring::IoUring::builder();
+    deferred.setup_single_issuer().setup_defer_taskrun();
+    let runtime = RuntimeBuilder::<IoUringDriver>::new()
+        .uring_builder(deferred)
+        .enable_timer()
+        .build()
+        .map(|runtime| (runtime, "io_uring, deferred task work"))
+        .or_else(|_| {
+            let runtime = RuntimeBuilder::<IoUringDriver>::new()
+                .enable_timer()
+                .build();
+            runtime.map(|runtime| (runtime, "io_uring"))
+        });
+    match runtime {
+        Ok((mut runtime, driver)) => runtime.block_on(accept_loop(worker, addr, ready, driver)),
+        Err(err) => {
+            warn!(error = %err, "io_uring cannot start; using the legacy driver");
+            let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .context("cannot start a runtime")?;
+            runtime.block_on(accept_loop(worker, addr, ready, "legacy"))
+        }
+    }
+}
+
+/// Binds this worker's listener, reports it and the `driver` on `ready`, then accepts until the
+/// process ends.
+async fn accept_loop(
+    worker: Worker,
+    addr: SocketAddr,
+    ready: mpsc::Sender<io::Result<&'static str>>,
+    driver: &'static str,
+) -> anyhow::Result<()> {
+    let opts = ListenerOpts::new().reuse_port(true).backlog(BACKLOG);
+    let listener = match TcpListener::bind_with_config(addr, &opts) {
+        Ok(listener) => listener,
+        Err(err) => {
+            // The main thread reports the failure and exits.
+            let _ = ready.send(Err(err));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(driver));
+
+    let worker = Rc::new(worker);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                // Replies are written whole; waiting to fill a segment only adds latency.
+                let _ = stream.set_nodelay(true);
+                let worker = Rc::clone(&worker);
+                monoio::spawn(async move { conn::serve(stream, &worker).await });
+            }
+            Err(err) => {
+                // Out of descriptors, most likely: back off instead of spinning.
+                warn!(error = %err, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
