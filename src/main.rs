@@ -61,7 +61,7 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            print!("{problems}");
+            println!("{problems}");
             ExitCode::from(2)
         }
     }
@@ -71,7 +71,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match Config::load(path) {
         Ok(config) => Arc::new(config),
         Err(problems) => {
-            eprint!("{problems}");
+            eprintln!("{problems}");
             return Ok(ExitCode::from(2));
         }
     };

@@ -29,6 +29,21 @@ impl RequestBody {
     }
 }
 
+/// Checks the framing of the chunked body bytes that arrived with the head, without consuming
+/// them, so that a body already known to be broken is refused before an upstream connection is
+/// opened for it. Framing errors in bytes that arrive later are caught while streaming.
+fn check_chunked_start(buf: &[u8]) -> Result<(), Error> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut pos = 0;
+    while pos < buf.len() && !decoder.is_done() {
+        pos += decoder
+            .decode(&buf[pos..])
+            .map_err(Error::BadChunk)?
+            .consumed;
+    }
+    Ok(())
+}
+
 impl ClientConn {
     /// Sends `100 Continue` when the client waits for it, and reads a small body whole.
     pub(super) async fn prepare_body(&mut self, head: &RequestHead) -> Result<RequestBody, Error> {
@@ -55,7 +70,10 @@ impl ClientConn {
                 RequestBody::Buffered(self.buf.split_to(length).freeze())
             }
             Framing::Length(length) => RequestBody::Streamed(length),
-            Framing::Chunked | Framing::CloseDelimited => RequestBody::Chunked,
+            Framing::Chunked | Framing::CloseDelimited => {
+                check_chunked_start(&self.buf)?;
+                RequestBody::Chunked
+            }
         })
     }
 
@@ -147,6 +165,33 @@ impl ClientConn {
             }
             Ok(ReadOutcome::TimedOut) => Err(Error::ClientTimeout),
             Err(err) => Err(Error::ClientGone(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::ChunkError;
+
+    #[test]
+    fn chunked_start_table() {
+        let table: &[(&[u8], Option<ChunkError>)] = &[
+            (b"", None),
+            (b"5\r\nhel", None),
+            (b"5;x=1\r\nhello\r\n0\r\n\r\n", None),
+            (b"0\r\n\r\nGET / HTTP/1.1\r\n", None),
+            (b"5\nhello\r\n", Some(ChunkError::BadLineEnding)),
+            (b"5\r\nhelloXX", Some(ChunkError::MissingDataEnd)),
+            (b"z\r\n", Some(ChunkError::BadSize)),
+        ];
+        for (input, expected) in table {
+            let got = match check_chunked_start(input) {
+                Ok(()) => None,
+                Err(Error::BadChunk(err)) => Some(err),
+                Err(other) => panic!("{other}"),
+            };
+            assert_eq!(got, *expected, "{:?}", String::from_utf8_lossy(input));
         }
     }
 }

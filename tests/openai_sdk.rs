@@ -1,0 +1,80 @@
+//! The official OpenAI Python SDK against the gateway in front of the mock provider: a chat
+//! completion and a streamed one, usage included.
+//!
+//! Needs `python3` with the `openai` package. Without it the test is skipped with a notice,
+//! except on CI (the `CI` environment variable set), where a missing package is a failure.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Whether `python3` can import `openai`; panics on CI when it cannot.
+fn openai_available() -> bool {
+    let import = Command::new("python3")
+        .args(["-c", "import openai"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let problem = match import {
+        Ok(output) if output.status.success() => return true,
+        Ok(output) => String::from_utf8_lossy(&output.stderr).into_owned(),
+        Err(err) => format!("cannot run python3: {err}"),
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must provide python3 with the openai package (pip install openai): {problem}");
+    }
+    eprintln!("skipped: python3 cannot import openai (pip install openai to run it): {problem}");
+    false
+}
+
+#[test]
+fn the_openai_sdk_completes_and_streams_through_the_gateway() {
+    if !openai_available() {
+        return;
+    }
+    let mock = start_mock(&["--tokens", "5"]);
+    let gateway = Gateway::start(&basic_config(mock.addr, 1, ""));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_chat.py");
+
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://{}", gateway.addr()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("script output is not JSON ({e}): {stderr}"));
+
+    let chat = &report["chat"];
+    let content = chat["content"].as_str().expect("content");
+    assert_eq!(content.split_whitespace().count(), 5, "{report}");
+    assert_eq!(chat["finish_reason"], "stop", "{report}");
+    let usage = &chat["usage"];
+    assert_eq!(usage["completion_tokens"], 5, "{report}");
+    let prompt = usage["prompt_tokens"].as_u64().expect("prompt_tokens");
+    assert!(prompt > 0, "{report}");
+    assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + 5), "{report}");
+
+    let stream = &report["stream"];
+    let deltas: Vec<&str> = stream["deltas"]
+        .as_array()
+        .expect("deltas")
+        .iter()
+        .map(|d| d.as_str().expect("text delta"))
+        .collect();
+    assert_eq!(deltas.len(), 5, "one delta per token: {report}");
+    assert_eq!(deltas.concat(), content, "{report}");
+    assert_eq!(stream["finish_reason"], "stop", "{report}");
+    assert_eq!(stream["usage"]["completion_tokens"], 5, "{report}");
+    assert_eq!(
+        stream["usage"]["prompt_tokens"].as_u64(),
+        Some(prompt),
+        "{report}"
+    );
+}
