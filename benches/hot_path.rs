@@ -28,7 +28,7 @@ fn parse(c: &mut Criterion) {
         b.iter(|| {
             buf.clear();
             buf.extend_from_slice(CHAT_REQUEST);
-            let head = RequestHead::parse(&mut buf, 16 * 1024, std::mem::take(&mut fields))
+            let head = RequestHead::parse(&mut buf, 16 * 1024, &mut fields)
                 .expect("valid head")
                 .expect("complete head");
             black_box(head.framing);

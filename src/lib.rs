@@ -7,14 +7,19 @@
 //! - [`shard`]: thread-per-core start-up, pinning, io_uring runtimes, listeners, drain.
 //! - [`net`]: upstream connections and the per-shard keep-alive pools.
 //! - [`upstream`]: upstream groups on a shard: endpoint choice and health.
-//! - [`proxy`]: one client connection's path: read, route, forward, stream back.
+//! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
+//! - [`quota`]: rate, calendar quotas, concurrency and token budgets; their journal.
+//! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
+//!   stream back.
 //! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
 #![deny(unsafe_code)]
 
 pub mod ai;
 pub mod config;
 pub mod http;
+pub mod keys;
 pub mod net;
 pub mod proxy;
+pub mod quota;
 pub mod shard;
 pub mod upstream;

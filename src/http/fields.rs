@@ -21,6 +21,9 @@ const HOP_BY_HOP: &[&[u8]] = &[
     b"expect",
 ];
 
+/// Fields in which clients present their client key.
+const CREDENTIALS: &[&[u8]] = &[b"authorization", b"x-api-key", b"api-key"];
+
 /// One header field: where its name and value sit in the head's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
@@ -41,6 +44,9 @@ impl FieldFlags {
     pub const HOP_BY_HOP: FieldFlags = FieldFlags(1);
     /// The `Host` field (replaced by the upstream's authority).
     pub const HOST: FieldFlags = FieldFlags(2);
+    /// A field that may carry a client key (`Authorization`, `x-api-key`, `api-key`): removed
+    /// before the request goes upstream when client keys are in use.
+    pub const CREDENTIAL: FieldFlags = FieldFlags(4);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: FieldFlags) -> bool {
@@ -115,6 +121,12 @@ pub(super) fn collect(
             }
         }
 
+        if CREDENTIALS
+            .iter()
+            .any(|credential| name.eq_ignore_ascii_case(credential))
+        {
+            flags.insert(FieldFlags::CREDENTIAL);
+        }
         if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) {
             flags.insert(FieldFlags::HOP_BY_HOP);
         }
@@ -170,8 +182,8 @@ fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
     result.ok_or(ParseError::BadContentLength)
 }
 
-/// Strips optional whitespace (SP and HTAB) from both ends.
-pub(super) fn trim(bytes: &[u8]) -> &[u8] {
+/// Strips optional whitespace (SP and HTAB) from both ends of a field value.
+pub fn trim(bytes: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
     let end = bytes

@@ -13,7 +13,7 @@ mod response;
 
 pub use chunked::{ChunkError, ChunkStep, ChunkedDecoder};
 pub use encode::{chunk_header, HeadWriter};
-pub use fields::{Field, FieldFlags};
+pub use fields::{trim, Field, FieldFlags};
 pub use request::{Method, RequestHead};
 pub use response::ResponseHead;
 

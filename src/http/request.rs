@@ -48,11 +48,13 @@ impl RequestHead {
     /// Parses a request head from the start of `buf`.
     ///
     /// Returns `Ok(None)` when more bytes are needed, and on success splits the head off the
-    /// front of `buf`, leaving any body or pipelined bytes behind. `fields` is reused storage.
+    /// front of `buf`, leaving any body or pipelined bytes behind. `fields` is reused storage:
+    /// the head takes it on success ([`RequestHead::into_fields`] gives it back) and it stays
+    /// with the caller otherwise.
     pub fn parse(
         buf: &mut BytesMut,
         max_head_bytes: usize,
-        fields: Vec<Field>,
+        fields: &mut Vec<Field>,
     ) -> Result<Option<RequestHead>, ParseError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
@@ -69,8 +71,7 @@ impl RequestHead {
         }
 
         let base: &[u8] = buf;
-        let mut fields = fields;
-        let facts = fields::collect(base, request.headers, &mut fields)?;
+        let facts = fields::collect(base, request.headers, fields)?;
         let version = version_of(request.version);
         let method_text = request.method.unwrap_or_default().as_bytes();
         let method = classify(method_text);
@@ -120,7 +121,7 @@ impl RequestHead {
             path,
             method,
             version,
-            fields,
+            fields: std::mem::take(fields),
             framing,
             keep_alive,
             expect_continue,
@@ -243,7 +244,7 @@ mod tests {
     use super::*;
 
     fn parse(input: &[u8]) -> Result<Option<RequestHead>, ParseError> {
-        RequestHead::parse(&mut BytesMut::from(input), 8192, Vec::new())
+        RequestHead::parse(&mut BytesMut::from(input), 8192, &mut Vec::new())
     }
 
     fn parse_ok(input: &[u8]) -> RequestHead {
@@ -395,7 +396,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"POST /a?b=1 HTTP/1.1\r\nHost: Example\r\nContent-Length: 3\r\n\r\nabcGET"[..],
         );
-        let head = RequestHead::parse(&mut buf, 8192, Vec::new())
+        let head = RequestHead::parse(&mut buf, 8192, &mut Vec::new())
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..], b"abcGET");

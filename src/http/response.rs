@@ -30,12 +30,12 @@ impl ResponseHead {
     /// Parses a response head at the start of `buf`, answering a request whose method was HEAD
     /// when `head_request` is set. Returns `Ok(None)` when more bytes are needed. The head is
     /// not removed from `buf`: field spans stay valid until the caller advances past
-    /// `head_len`.
+    /// `head_len`. `fields` is reused storage, taken by the head on success.
     pub fn parse(
         buf: &BytesMut,
         head_request: bool,
         max_head_bytes: usize,
-        fields: Vec<Field>,
+        fields: &mut Vec<Field>,
     ) -> Result<Option<ResponseHead>, ParseError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut slots);
@@ -49,8 +49,7 @@ impl ResponseHead {
         };
 
         let base: &[u8] = buf;
-        let mut fields = fields;
-        let facts = fields::collect(base, response.headers, &mut fields)?;
+        let facts = fields::collect(base, response.headers, fields)?;
         let status = response.code.unwrap_or_default();
         let version = version_of(response.version);
         let reason = fields::span(base, response.reason.unwrap_or_default().as_bytes());
@@ -85,7 +84,7 @@ impl ResponseHead {
             status,
             reason,
             version,
-            fields,
+            fields: std::mem::take(fields),
             framing,
             keep_alive,
             head_len,
@@ -108,7 +107,7 @@ mod tests {
     use super::*;
 
     fn parse(input: &[u8], head_request: bool) -> Result<Option<ResponseHead>, ParseError> {
-        ResponseHead::parse(&BytesMut::from(input), head_request, 8192, Vec::new())
+        ResponseHead::parse(&BytesMut::from(input), head_request, 8192, &mut Vec::new())
     }
 
     #[test]
@@ -232,7 +231,7 @@ mod tests {
     fn reason_is_kept() {
         let buf =
             BytesMut::from(&b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n"[..]);
-        let head = ResponseHead::parse(&buf, false, 8192, Vec::new())
+        let head = ResponseHead::parse(&buf, false, 8192, &mut Vec::new())
             .unwrap()
             .unwrap();
         assert_eq!(head.status, 429);

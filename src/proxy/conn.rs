@@ -9,19 +9,31 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 use tokio::sync::watch;
 
+use super::budget::write_budget;
 use super::io::{self, ReadOutcome};
 use super::{has_dot_segment, write_error_response, Error};
+use crate::ai::{Usage, UsageScanner};
 use crate::http::{Field, Framing, Method, RequestHead};
-use crate::shard::Shard;
+use crate::keys;
+use crate::shard::{Handoff, Shard};
 
 /// Serves one accepted client connection until it closes, fails, or the shard drains.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
+    serve_with(stream, peer, shard, BytesMut::new()).await
+}
+
+/// Serves a connection whose first bytes were already read (`pending`), as when another
+/// shard hands it over.
+pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, pending: BytesMut) {
     let mut conn = ClientConn::new(stream, peer, &shard);
+    if !pending.is_empty() {
+        conn.buf = pending;
+    }
     let mut shutdown = shard.shutdown.clone();
     let mut fields = Vec::new();
 
     loop {
-        let head = match conn.read_head(&mut shutdown, fields).await {
+        let head = match conn.read_head(&mut shutdown, &mut fields).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(error) => {
@@ -33,7 +45,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
 
         let result = conn.exchange(&head).await;
         let keep_alive = match result {
-            Ok(keep_alive) => keep_alive,
+            Ok(Flow::Continue(keep_alive)) => keep_alive,
+            Ok(Flow::HandOff(owner)) => {
+                conn.hand_off(owner, &head);
+                return;
+            }
             Err(error) => {
                 tracing::debug!(shard = shard.id, %peer, %error, side = ?error.side(), "request failed");
                 // Once a response byte is out, or the body was left unread, the connection
@@ -42,6 +58,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
                 if !conn.response_started {
                     conn.answer_error(&error, !reusable).await;
                 }
+                conn.key = None;
                 reusable
             }
         };
@@ -50,6 +67,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
         }
         fields = head.into_fields();
     }
+}
+
+/// What to do with the connection after an exchange.
+pub(super) enum Flow {
+    /// Serve the next request here when `true`, close when `false`.
+    Continue(bool),
+    /// The request's client key belongs to this shard: move the connection there.
+    HandOff(usize),
 }
 
 /// A client connection and the buffers it reuses across requests.
@@ -66,6 +91,14 @@ pub(super) struct ClientConn {
     pub(super) response_started: bool,
     /// Whether the current request body has been read to its end.
     pub(super) body_done: bool,
+    /// The authenticated client key of the current request (table position).
+    pub(super) key: Option<u32>,
+    /// Whether the current request's tokens count against a budget.
+    pub(super) count_tokens: bool,
+    /// The tokens the upstream reported for the current response.
+    pub(super) usage: Option<Usage>,
+    /// Reads the token usage out of the response body while it streams through.
+    pub(super) scanner: Option<UsageScanner>,
 }
 
 impl ClientConn {
@@ -79,6 +112,10 @@ impl ClientConn {
             shard: Rc::clone(shard),
             response_started: false,
             body_done: true,
+            key: None,
+            count_tokens: false,
+            usage: None,
+            scanner: None,
         }
     }
 
@@ -87,7 +124,7 @@ impl ClientConn {
     async fn read_head(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
-        mut fields: Vec<Field>,
+        fields: &mut Vec<Field>,
     ) -> Result<Option<RequestHead>, Error> {
         let limits = &self.shard.limits;
         let idle_deadline = Instant::now() + limits.idle_timeout;
@@ -95,9 +132,10 @@ impl ClientConn {
 
         loop {
             if !self.buf.is_empty() {
-                match RequestHead::parse(&mut self.buf, limits.max_header_bytes, fields)? {
-                    Some(head) => return Ok(Some(head)),
-                    None => fields = Vec::new(),
+                if let Some(head) =
+                    RequestHead::parse(&mut self.buf, limits.max_header_bytes, fields)?
+                {
+                    return Ok(Some(head));
                 }
                 // The whole head must arrive within the header timeout of its first byte, so
                 // a client trickling bytes cannot hold the connection.
@@ -129,11 +167,14 @@ impl ClientConn {
         }
     }
 
-    /// Runs one exchange: checks, routing, forwarding and relaying. Returns whether the
-    /// connection may carry another request.
-    async fn exchange(&mut self, head: &RequestHead) -> Result<bool, Error> {
+    /// Runs one exchange: checks, authentication, routing, admission, forwarding and
+    /// relaying.
+    async fn exchange(&mut self, head: &RequestHead) -> Result<Flow, Error> {
         self.response_started = false;
         self.body_done = matches!(head.framing, Framing::Empty | Framing::Length(0));
+        self.key = None;
+        self.count_tokens = false;
+        self.usage = None;
 
         if head.method == Method::Connect {
             return Err(Error::MethodNotAllowed);
@@ -143,10 +184,27 @@ impl ClientConn {
             return Err(Error::BadTarget("the path holds dot segments"));
         }
         let shard = Rc::clone(&self.shard);
+        let key = match shard.keys.is_empty() {
+            true => None,
+            false => {
+                let presented = keys::presented(head).map_err(Error::Unauthorized)?;
+                let key = shard.keys.authenticate(presented, shard.clock.now());
+                let key = key.map_err(Error::Unauthorized)?;
+                // Counters change only on the owner: the connection goes there, once.
+                if key.owner != shard.id {
+                    return Ok(Flow::HandOff(key.owner));
+                }
+                self.key = Some(key.index);
+                Some(key)
+            }
+        };
         let route = shard
             .router
             .route(head.host(), path)
             .ok_or(Error::NoRoute)?;
+        if key.is_some_and(|key| !key.allows_path(path)) {
+            return Err(Error::Forbidden("this route"));
+        }
         if let Framing::Length(length) = head.framing {
             if length > shard.limits.max_body_bytes {
                 return Err(Error::BodyTooLarge);
@@ -155,14 +213,57 @@ impl ClientConn {
 
         let upstream = &shard.upstreams[route.upstream];
         let body = self.prepare_body(head).await?;
+        let permit = match key {
+            Some(key) => Some(self.admit(key, upstream, head, &body)?),
+            None => None,
+        };
         let sent = self.send_upstream(upstream, head, &body).await?;
-        self.relay_response(upstream, head, sent).await
+        let keep_alive = self.relay_response(upstream, head, sent).await?;
+        if let (Some(permit), Some(usage)) = (&permit, self.usage) {
+            permit.used(usage.total());
+        }
+        Ok(Flow::Continue(keep_alive))
+    }
+
+    /// Moves this connection to shard `owner`, with the request head it just read and every
+    /// byte after it, so the owner serves it from that request on.
+    fn hand_off(self, owner: usize, head: &RequestHead) {
+        let ClientConn {
+            stream, buf, shard, ..
+        } = self;
+        let mut pending = BytesMut::with_capacity(head.raw().len() + buf.len());
+        pending.extend_from_slice(head.raw());
+        pending.extend_from_slice(&buf);
+        let Ok(peer) = stream.peer_addr() else { return };
+        let socket = crate::shard::detach(stream);
+        tracing::debug!(shard = shard.id, owner, %peer, "handing connection to the key's owner");
+        if shard.inboxes[owner]
+            .send(Handoff {
+                socket,
+                peer,
+                pending,
+            })
+            .is_err()
+        {
+            tracing::debug!(
+                shard = shard.id,
+                owner,
+                "owner shard is gone; connection dropped"
+            );
+        }
     }
 
     /// Answers `error` with the contract's JSON body, best effort: the client may be gone.
+    /// An authenticated client also gets its budget.
     pub(super) async fn answer_error(&mut self, error: &Error, close: bool) {
         self.out.clear();
-        write_error_response(&mut self.out, error, close);
+        let shard = &self.shard;
+        let key = self.key.map(|index| shard.keys.key(index));
+        write_error_response(&mut self.out, error, close, |writer| {
+            if let Some(key) = key {
+                write_budget(writer, &shard.quota.borrow(), key, shard.clock.now());
+            }
+        });
         if self.out.is_empty() {
             return;
         }

@@ -6,6 +6,8 @@ use std::io;
 use bytes::{BufMut, BytesMut};
 
 use crate::http::{ChunkError, HeadWriter, ParseError};
+use crate::keys::AuthError;
+use crate::quota::{Refusal, SECOND};
 
 /// Why the gateway answered a request itself, or could not answer it at all.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,15 @@ pub enum Error {
     /// The request target is unusable (dot segments, CONNECT's authority-form).
     #[error("bad request target: {0}")]
     BadTarget(&'static str),
+    /// The request carries no valid client key.
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    /// The client key may not use this route or model.
+    #[error("this client key may not use {0}")]
+    Forbidden(&'static str),
+    /// A limit of the client key or its tenant refused the request.
+    #[error("{} limit of this client key exceeded; retry in {} ms", .0.exceeded.reason(), .0.retry_after.div_ceil(1_000_000))]
+    Limited(Refusal),
     /// CONNECT: the gateway offers no tunnels.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -83,6 +94,9 @@ impl Error {
             Error::BadHead(_) | Error::BadChunk(_) | Error::BadTarget(_) => {
                 (400, "bad_request", INVALID)
             }
+            Error::Unauthorized(_) => (401, "invalid_api_key", "authentication_error"),
+            Error::Forbidden(_) => (403, "forbidden", "permission_error"),
+            Error::Limited(refusal) => (429, refusal.exceeded.code(), "rate_limit_error"),
             Error::MethodNotAllowed => (405, "method_not_allowed", INVALID),
             Error::NoRoute => (404, "not_found", INVALID),
             Error::BodyTooLarge => (413, "request_too_large", INVALID),
@@ -97,8 +111,13 @@ impl Error {
 }
 
 /// Appends a complete error response in the contract's shape to `out`. With `close`, the
-/// response says `Connection: close`.
-pub fn write_error_response(out: &mut BytesMut, error: &Error, close: bool) {
+/// response says `Connection: close`; `extra` adds fields (a client's budget).
+pub fn write_error_response(
+    out: &mut BytesMut,
+    error: &Error,
+    close: bool,
+    extra: impl FnOnce(&mut HeadWriter<'_>),
+) {
     let Some((status, code, kind)) = error.status() else {
         return;
     };
@@ -110,6 +129,17 @@ pub fn write_error_response(out: &mut BytesMut, error: &Error, close: bool) {
     head.status_line(status, reason(status).as_bytes());
     head.field(b"Content-Type", b"application/json");
     head.field_u64(b"Content-Length", body.len() as u64);
+    match error {
+        Error::Limited(refusal) => {
+            // Both carry the true wait, rounded up: a retry at that moment passes.
+            let millis = refusal.retry_after.div_ceil(1_000_000).max(1);
+            head.field_u64(b"Retry-After", refusal.retry_after.div_ceil(SECOND).max(1));
+            head.field_u64(b"retry-after-ms", millis);
+        }
+        Error::Unauthorized(_) => head.field(b"WWW-Authenticate", b"Bearer realm=\"keygate\""),
+        _ => {}
+    }
+    extra(&mut head);
     if close {
         head.field(b"Connection", b"close");
     }
@@ -145,7 +175,7 @@ mod tests {
     #[test]
     fn error_body_has_the_contract_shape() {
         let mut out = BytesMut::new();
-        write_error_response(&mut out, &Error::NoRoute, false);
+        write_error_response(&mut out, &Error::NoRoute, false, |_| {});
         let text = std::str::from_utf8(&out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"));
@@ -166,9 +196,42 @@ mod tests {
             (Error::UpstreamTimeout, Some(504)),
             (Error::UpstreamProtocol("x"), Some(502)),
             (Error::ClientGone(io::ErrorKind::BrokenPipe.into()), None),
+            (Error::Unauthorized(AuthError::Missing), Some(401)),
+            (Error::Forbidden("this route"), Some(403)),
         ];
         for (error, status) in table {
             assert_eq!(error.status().map(|s| s.0), status, "{error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod limited_tests {
+    use super::*;
+    use crate::quota::Exceeded;
+
+    #[test]
+    fn limited_carries_retry_after_rounded_up() {
+        let refusal = Refusal {
+            exceeded: Exceeded::Rate,
+            retry_after: 1_200_000_001,
+        };
+        let mut out = BytesMut::new();
+        write_error_response(&mut out, &Error::Limited(refusal), false, |_| {});
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        assert!(text.contains("Retry-After: 2\r\n"), "{text}");
+        assert!(text.contains("retry-after-ms: 1201\r\n"), "{text}");
+        assert!(text.contains("\"code\":\"rate_limit_exceeded\""), "{text}");
+
+        let quota = Refusal {
+            exceeded: Exceeded::Quota(crate::quota::Window::Day),
+            retry_after: 5,
+        };
+        out.clear();
+        write_error_response(&mut out, &Error::Limited(quota), false, |_| {});
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains("Retry-After: 1\r\n") && text.contains("retry-after-ms: 1\r\n"));
+        assert!(text.contains("\"code\":\"quota_exceeded\""));
     }
 }

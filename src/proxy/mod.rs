@@ -6,6 +6,8 @@
 //! lock; buffers are owned, handed to io_uring and taken back (monoio's rent model), and
 //! reused across the requests of a connection.
 
+mod admit;
+mod budget;
 mod conn;
 mod error;
 mod io;
@@ -14,7 +16,7 @@ mod response;
 mod route;
 mod upstream;
 
-pub use conn::serve;
+pub use conn::{serve, serve_with};
 pub use error::{write_error_response, Error, Side};
 pub use route::{has_dot_segment, Route, Router};
 

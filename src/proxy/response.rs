@@ -7,14 +7,21 @@
 use bytes::{Buf, BufMut, BytesMut};
 use monoio::time::Instant;
 
+use super::budget::write_budget;
 use super::conn::ClientConn;
 use super::io::{self, ReadOutcome};
 use super::upstream::Sent;
 use super::Error;
+use crate::ai::UsageScanner;
 use crate::http::{chunk_header, ChunkedDecoder, FieldFlags, Framing, HeadWriter, Method};
 use crate::http::{RequestHead, ResponseHead, Version};
+use crate::keys::ClientKey;
 use crate::net::UpstreamConn;
+use crate::quota::QuotaBook;
 use crate::upstream::Upstream;
+
+/// The most bytes of a non-streamed response kept to read its token usage.
+const USAGE_SCAN_BYTES: usize = 1 << 20;
 
 /// How the body travels to the client, given the upstream framing and the client's version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +78,24 @@ impl ClientConn {
             request.keep_alive && self.body_done && !relay.closes_client() && !draining;
 
         self.out.clear();
-        encode_response_head(&mut self.out, &head, &conn.buf, request, relay, keep_alive);
+        {
+            let shard = &self.shard;
+            let quota = shard.quota.borrow();
+            let key = self.key.map(|index| shard.keys.key(index));
+            let budget = key.map(|key| (&*quota, key, shard.clock.now()));
+            let response = Response {
+                head: &head,
+                buf: &conn.buf,
+                relay,
+                keep_alive,
+            };
+            encode_response_head(&mut self.out, &response, request, budget);
+        }
+        if self.count_tokens {
+            let streaming = is_event_stream(&head, &conn.buf);
+            let provider = upstream.config.provider;
+            self.scanner = Some(UsageScanner::new(provider, streaming, USAGE_SCAN_BYTES));
+        }
         conn.buf.advance(head.head_len);
 
         let complete = match relay {
@@ -91,6 +115,9 @@ impl ClientConn {
             }
         };
 
+        if let Some(scanner) = self.scanner.take() {
+            self.usage = scanner.finish();
+        }
         // Only a connection whose response ended exactly where its framing said can be reused.
         if complete && head.keep_alive && conn.buf.is_empty() {
             conn.reused = true;
@@ -110,6 +137,7 @@ impl ClientConn {
         length: u64,
     ) -> Result<bool, Error> {
         let take = length.min(conn.buf.len() as u64) as usize;
+        self.scan(&conn.buf[..take]);
         self.out.put_slice(&conn.buf[..take]);
         conn.buf.advance(take);
         self.send_out().await?;
@@ -119,6 +147,7 @@ impl ClientConn {
             self.read_upstream(conn, upstream).await?;
             let take = remaining.min(conn.buf.len() as u64) as usize;
             remaining -= take as u64;
+            self.scan(&conn.buf[..take]);
             self.send_upstream_bytes(conn, take).await?;
         }
         Ok(true)
@@ -172,6 +201,7 @@ impl ClientConn {
     ) -> Result<(), Error> {
         loop {
             if !conn.buf.is_empty() {
+                self.scan(&conn.buf);
                 if rechunk {
                     chunk_header(&mut self.out, conn.buf.len());
                     self.out.put_slice(&conn.buf);
@@ -241,6 +271,13 @@ impl ClientConn {
         Ok(())
     }
 
+    /// Shows body bytes to the usage scanner, when tokens are counted.
+    fn scan(&mut self, data: &[u8]) {
+        if let Some(scanner) = &mut self.scanner {
+            scanner.feed(data);
+        }
+    }
+
     /// Writes the scratch buffer (head and small bodies) to the client.
     async fn send_out(&mut self) -> Result<(), Error> {
         let timeout = self.shard.limits.idle_timeout;
@@ -251,16 +288,49 @@ impl ClientConn {
     }
 }
 
-/// The response head as the client sees it: status and fields as the upstream sent them,
-/// less hop-by-hop fields, with `Via` and the framing the relay uses.
-fn encode_response_head(
-    out: &mut BytesMut,
-    head: &ResponseHead,
-    buf: &[u8],
-    request: &RequestHead,
+/// A response head on its way to the client, and how its body will follow.
+struct Response<'a> {
+    head: &'a ResponseHead,
+    /// The buffer the head was parsed from.
+    buf: &'a [u8],
     relay: Relay,
     keep_alive: bool,
+}
+
+/// Whether a response is a server-sent event stream.
+fn is_event_stream(head: &ResponseHead, buf: &[u8]) -> bool {
+    head.fields.iter().any(|field| {
+        let name = &buf[field.name.start as usize..field.name.end as usize];
+        let value = &buf[field.value.start as usize..field.value.end as usize];
+        name.eq_ignore_ascii_case(b"content-type")
+            && value.len() >= 17
+            && value[..17].eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
+/// Whether a field describes a rate limit: the provider's own budget is never shown to a
+/// client that has a budget of its own at the gateway.
+fn is_rate_limit_field(name: &[u8]) -> bool {
+    (name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-ratelimit-"))
+        || name.eq_ignore_ascii_case(b"ratelimit")
+        || name.eq_ignore_ascii_case(b"ratelimit-policy")
+}
+
+/// The response head as the client sees it: status and fields as the upstream sent them,
+/// less hop-by-hop fields, with `Via`, the client's own budget when it has a key, and the
+/// framing the relay uses.
+fn encode_response_head(
+    out: &mut BytesMut,
+    response: &Response<'_>,
+    request: &RequestHead,
+    budget: Option<(&QuotaBook, &ClientKey, u64)>,
 ) {
+    let Response {
+        head,
+        buf,
+        relay,
+        keep_alive,
+    } = *response;
     let via: &[u8] = match head.version {
         Version::Http10 => b"1.0 keygate",
         Version::Http11 => b"1.1 keygate",
@@ -281,6 +351,9 @@ fn encode_response_head(
             }
             continue;
         }
+        if budget.is_some() && is_rate_limit_field(name) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"via") && !via_seen {
             via_seen = true;
             writer.field_list(name, value, via);
@@ -290,6 +363,9 @@ fn encode_response_head(
     }
     if !via_seen {
         writer.field(b"Via", via);
+    }
+    if let Some((quota, key, now)) = budget {
+        write_budget(&mut writer, quota, key, now);
     }
     match relay {
         Relay::Length(length) => writer.field_u64(b"Content-Length", length),

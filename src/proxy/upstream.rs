@@ -122,13 +122,14 @@ impl ClientConn {
     ) -> Result<ResponseHead, HeadFailure> {
         let timeout = self.shard.limits.idle_timeout;
         self.out.clear();
-        encode_request_head(
-            &mut self.out,
-            head,
-            &upstream.endpoints[index].config.authority,
-            &self.peer_ip,
-            body,
-        );
+        let authority = &upstream.endpoints[index].config.authority;
+        let strip_credentials = self.key.is_some();
+        let target = Target {
+            authority,
+            peer_ip: &self.peer_ip,
+            strip_credentials,
+        };
+        encode_request_head(&mut self.out, head, &target, body);
         match body {
             RequestBody::Buffered(bytes) => self.out.extend_from_slice(bytes),
             // Small first pieces of a streamed body travel with the head.
@@ -172,11 +173,13 @@ async fn read_response_head(
     let mut fields = Vec::new();
     loop {
         if !conn.buf.is_empty() {
-            let parsed =
-                ResponseHead::parse(&conn.buf, head_request, MAX_UPSTREAM_HEAD_BYTES, fields)
-                    .map_err(|_| {
-                        HeadFailure::Failed(Error::UpstreamProtocol("malformed response head"))
-                    })?;
+            let parsed = ResponseHead::parse(
+                &conn.buf,
+                head_request,
+                MAX_UPSTREAM_HEAD_BYTES,
+                &mut fields,
+            )
+            .map_err(|_| HeadFailure::Failed(Error::UpstreamProtocol("malformed response head")))?;
             match parsed {
                 Some(head) if head.status == 101 => {
                     return Err(HeadFailure::Failed(Error::UpstreamProtocol(
@@ -189,7 +192,7 @@ async fn read_response_head(
                     continue;
                 }
                 Some(head) => return Ok(head),
-                None => fields = Vec::new(),
+                None => {}
             }
         }
         match io::read_into(&mut conn.stream, &mut conn.buf, 4096, deadline).await {
@@ -211,16 +214,30 @@ async fn read_response_head(
     }
 }
 
+/// Where a request goes and what it must not carry there.
+pub(super) struct Target<'a> {
+    /// The endpoint's authority, sent as Host.
+    pub(super) authority: &'a str,
+    /// The client's address, for X-Forwarded-For.
+    pub(super) peer_ip: &'a str,
+    /// Whether fields that may hold a client key are removed (client keys are in use).
+    pub(super) strip_credentials: bool,
+}
+
 /// The request head as the upstream sees it: origin-form target, the endpoint's authority as
-/// Host, no hop-by-hop fields, `X-Forwarded-*` and `Via` added, and the framing the gateway
-/// chose.
+/// Host, no hop-by-hop fields and no client key, `X-Forwarded-*` and `Via` added, and the
+/// framing the gateway chose.
 pub(super) fn encode_request_head(
     out: &mut BytesMut,
     head: &RequestHead,
-    authority: &str,
-    peer_ip: &str,
+    target: &Target<'_>,
     body: &RequestBody,
 ) {
+    let Target {
+        authority,
+        peer_ip,
+        strip_credentials,
+    } = *target;
     let via: &[u8] = match head.version {
         Version::Http10 => b"1.0 keygate",
         Version::Http11 => b"1.1 keygate",
@@ -231,7 +248,10 @@ pub(super) fn encode_request_head(
 
     let (mut forwarded_for, mut via_seen) = (false, false);
     for field in &head.fields {
-        if field.flags.contains(FieldFlags::HOP_BY_HOP) || field.flags.contains(FieldFlags::HOST) {
+        if field.flags.contains(FieldFlags::HOP_BY_HOP)
+            || field.flags.contains(FieldFlags::HOST)
+            || (strip_credentials && field.flags.contains(FieldFlags::CREDENTIAL))
+        {
             continue;
         }
         let (name, value) = (head.name(field), head.value(field));

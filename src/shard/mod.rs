@@ -5,22 +5,27 @@
 //! own thread touches; the control plane reaches it with messages (today: the shutdown
 //! signal).
 
+mod handoff;
 mod listener;
 mod runtime;
 mod start;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::keys::{owner_of, KeyTable};
 use crate::proxy::{self, Router};
+use crate::quota::journal::{Restored, Snapshot, WriterHandle};
+use crate::quota::{Clock, QuotaBook};
 use crate::upstream::Upstream;
 
+pub use handoff::{adopt, detach, Handoff, Inboxes};
 pub use runtime::Driver;
 pub use start::{start, Gateway, StartError};
 
@@ -39,6 +44,8 @@ pub struct Limits {
     pub read_buffer: usize,
     /// Client connections one shard holds at once.
     pub max_connections: usize,
+    /// Tokens reserved for a completion when the request names no maximum.
+    pub default_max_tokens: u64,
 }
 
 impl Limits {
@@ -50,6 +57,7 @@ impl Limits {
             idle_timeout: config.gateway.idle_timeout,
             read_buffer: config.tuning.read_buffer,
             max_connections: config.gateway.max_connections,
+            default_max_tokens: config.gateway.default_max_tokens,
         }
     }
 }
@@ -68,11 +76,40 @@ pub struct Shard {
     pub shutdown: watch::Receiver<bool>,
     /// Client connections open on this shard.
     pub connections: Cell<usize>,
+    /// Every client key and tenant (shared, immutable).
+    pub keys: Arc<KeyTable>,
+    /// Counters of the keys and tenants this shard owns.
+    pub quota: RefCell<QuotaBook>,
+    /// Whether `quota` changed since it was last persisted.
+    pub quota_dirty: Cell<bool>,
+    /// Wall time for limits.
+    pub clock: Clock,
+    /// Every shard's inbox for handed-off connections.
+    pub inboxes: Inboxes,
+    state: Option<WriterHandle>,
+    persist_interval: Duration,
+}
+
+/// What every shard shares at start: the key table, the inboxes, persisted counters.
+pub struct Shared {
+    /// The key table.
+    pub keys: Arc<KeyTable>,
+    /// Every shard's inbox.
+    pub inboxes: Inboxes,
+    /// Counters read from `state_dir` at start.
+    pub restored: Arc<Restored>,
+    /// Where snapshots go.
+    pub state: Option<WriterHandle>,
 }
 
 impl Shard {
-    /// A shard's state for `config`.
-    pub fn new(id: usize, config: &Config, shutdown: watch::Receiver<bool>) -> Self {
+    /// A shard's state for `config`, with the counters it owns restored.
+    pub fn new(
+        id: usize,
+        config: &Config,
+        shutdown: watch::Receiver<bool>,
+        shared: &Shared,
+    ) -> Self {
         Shard {
             id,
             limits: Limits::new(config),
@@ -84,12 +121,89 @@ impl Shard {
                 .collect(),
             shutdown,
             connections: Cell::new(0),
+            keys: Arc::clone(&shared.keys),
+            quota: RefCell::new(restore(id, shared)),
+            quota_dirty: Cell::new(false),
+            clock: Clock::default(),
+            inboxes: Arc::clone(&shared.inboxes),
+            state: shared.state.clone(),
+            persist_interval: config.gateway.persist_interval,
+        }
+    }
+
+    /// Adopts connections other shards hand over, until the gateway drains.
+    async fn adopt_connections(self: Rc<Self>, mut inbox: mpsc::UnboundedReceiver<Handoff>) {
+        while let Some(Handoff {
+            socket,
+            peer,
+            pending,
+        }) = inbox.recv().await
+        {
+            let stream = match adopt(socket) {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!(shard = self.id, error = %err, "cannot adopt a handed-off connection");
+                    continue;
+                }
+            };
+            self.connections.set(self.connections.get() + 1);
+            let shard = Rc::clone(&self);
+            monoio::spawn(async move {
+                proxy::serve_with(stream, peer, Rc::clone(&shard), pending).await;
+                shard.connections.set(shard.connections.get() - 1);
+            });
+        }
+    }
+
+    /// Persists the counters every `persist_interval` while they change.
+    async fn persist_periodically(self: Rc<Self>) {
+        if self.state.is_none() {
+            return;
+        }
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(self.persist_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if self.quota_dirty.replace(false) {
+                self.persist(false);
+            }
+        }
+    }
+
+    /// Hands a snapshot of the owned counters to the writer; with `wait`, blocks until it
+    /// is on disk (only at the end of a drain, when no request is left to delay).
+    fn persist(&self, wait: bool) {
+        let Some(state) = &self.state else { return };
+        let mut snapshot = Snapshot::new(self.clock.now());
+        for (tenant, index, counters) in self.quota.borrow().entries() {
+            if tenant {
+                let name = self.keys.tenant(index).name.to_string();
+                snapshot.tenants.insert(name, counters.clone());
+            } else {
+                snapshot
+                    .keys
+                    .insert(self.keys.key(index).id.to_string(), counters.clone());
+            }
+        }
+        if wait {
+            let _ = state.write_and_confirm(self.id, snapshot).recv();
+        } else {
+            state.write(self.id, snapshot);
         }
     }
 
     /// Accepts connections until shutdown, then waits for open ones to finish, at most
     /// `drain_timeout`.
-    pub async fn run(self: Rc<Self>, listener: TcpListener, drain_timeout: Duration) {
+    pub async fn run(
+        self: Rc<Self>,
+        listener: TcpListener,
+        inbox: mpsc::UnboundedReceiver<Handoff>,
+        drain_timeout: Duration,
+    ) {
+        monoio::spawn(Rc::clone(&self).adopt_connections(inbox));
+        monoio::spawn(Rc::clone(&self).persist_periodically());
         let mut shutdown = self.shutdown.clone();
         let mut pressure = listener::Pressure::default();
         loop {
@@ -121,6 +235,8 @@ impl Shard {
         }
         drop(listener);
         self.drain(drain_timeout).await;
+        // Nothing is in flight any more: the last snapshot loses nothing.
+        self.persist(true);
     }
 
     async fn drain(&self, timeout: Duration) {
@@ -141,4 +257,22 @@ impl Shard {
             );
         }
     }
+}
+
+/// The counters shard `id` owns, as persisted at the last stop.
+fn restore(id: usize, shared: &Shared) -> QuotaBook {
+    let shards = shared.inboxes.len();
+    let mut quota = QuotaBook::default();
+    for key in shared.keys.keys() {
+        if let (true, Some(counters)) = (key.owner == id, shared.restored.keys.get(&*key.id)) {
+            quota.restore(false, key.index, counters.clone());
+        }
+    }
+    for (index, tenant) in shared.keys.tenants().iter().enumerate() {
+        let owned = owner_of(&tenant.name, shards) == id;
+        if let (true, Some(counters)) = (owned, shared.restored.tenants.get(&*tenant.name)) {
+            quota.restore(true, index as u32, counters.clone());
+        }
+    }
+    quota
 }

@@ -30,7 +30,7 @@ impl std::fmt::Display for Driver {
 pub(super) fn block_on<F, T>(
     preference: &[Driver],
     ring_entries: u32,
-    task: impl Fn(Driver) -> F,
+    mut task: impl FnMut(Driver) -> F,
 ) -> Result<(Driver, T), io::Error>
 where
     F: Future<Output = T>,

@@ -3,14 +3,16 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::runtime::{self, Driver};
-use super::{listener, Shard};
-use crate::config::{Config, Workers};
+use super::{listener, Handoff, Shard, Shared};
+use crate::config::{Config, DriverChoice, Workers};
+use crate::keys::KeyTable;
+use crate::quota::journal::{self, StateError, Writer};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,9 @@ pub enum StartError {
     /// A shard thread could not be spawned.
     #[error("cannot spawn shard thread: {0}")]
     Spawn(std::io::Error),
+    /// Persisted quota state cannot be read.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// The running shards.
@@ -58,6 +63,7 @@ pub struct Gateway {
     pub shards: usize,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    writer: Option<Writer>,
 }
 
 impl Gateway {
@@ -66,12 +72,15 @@ impl Gateway {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits for every shard to finish draining.
+    /// Waits for every shard to finish draining and for their last snapshots to be written.
     pub fn join(self) {
         for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("a shard thread panicked");
             }
+        }
+        if let Some(writer) = self.writer {
+            writer.finish();
         }
     }
 }
@@ -94,14 +103,33 @@ pub fn start(config: Arc<Config>) -> Result<Gateway, StartError> {
     } else {
         None
     };
-    let preference: &'static [Driver] = if config.tuning.single_issuer {
-        &[Driver::IoUringDeferTaskrun, Driver::IoUring]
-    } else {
-        &[Driver::IoUring]
+    let preference: &'static [Driver] = match (config.tuning.driver, config.tuning.single_issuer) {
+        (DriverChoice::Epoll, _) => &[Driver::Epoll],
+        (DriverChoice::IoUring, true) => &[Driver::IoUringDeferTaskrun, Driver::IoUring],
+        (DriverChoice::IoUring, false) => &[Driver::IoUring],
     };
 
+    // Counters are restored before any shard starts, so no request sees them zeroed.
+    let keys = Arc::new(KeyTable::new(&config, shards));
+    let state_dir = config.gateway.state_dir.clone();
+    let restored = Arc::new(journal::load(&state_dir)?);
+    let writer = Writer::start(state_dir.clone()).map_err(|source| StateError::Directory {
+        path: state_dir,
+        source,
+    })?;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| mpsc::unbounded_channel::<Handoff>())
+        .unzip();
+    let shared = Arc::new(Shared {
+        keys,
+        inboxes: senders.into(),
+        restored,
+        state: Some(writer.handle()),
+    });
+    let mut receivers = receivers.into_iter();
+
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, StartError>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Driver, StartError>>();
     let mut threads = Vec::with_capacity(shards);
     for id in 0..shards {
         let core = cores
@@ -109,6 +137,7 @@ pub fn start(config: Arc<Config>) -> Result<Gateway, StartError> {
             .and_then(|cores| cores.get(id % cores.len().max(1)).copied());
         let (config, shutdown_rx, ready_tx) =
             (config.clone(), shutdown_rx.clone(), ready_tx.clone());
+        let (shared, inbox) = (Arc::clone(&shared), receivers.next());
         let thread = std::thread::Builder::new()
             .name(format!("keygate-shard-{id}"))
             .spawn(move || {
@@ -117,7 +146,16 @@ pub fn start(config: Arc<Config>) -> Result<Gateway, StartError> {
                         tracing::warn!(shard = id, core = core.id, "could not pin shard to core");
                     }
                 }
-                run_shard(id, addr, &config, preference, shutdown_rx, ready_tx);
+                let setup = ShardSetup {
+                    id,
+                    addr,
+                    preference,
+                    shutdown: shutdown_rx,
+                    ready: ready_tx,
+                };
+                if let Some(inbox) = inbox {
+                    run_shard(setup, &config, &shared, inbox);
+                }
             })
             .map_err(StartError::Spawn)?;
         threads.push(thread);
@@ -135,29 +173,47 @@ pub fn start(config: Arc<Config>) -> Result<Gateway, StartError> {
             Err(_) => break,
         }
     }
+    drop(shared);
     Ok(Gateway {
         local_addr: addr,
         driver,
         shards,
         shutdown,
         threads,
+        writer: Some(writer),
     })
 }
 
-/// A shard thread's life: runtime, listener, accept loop, drain.
-fn run_shard(
+/// Where a shard thread starts from.
+struct ShardSetup {
     id: usize,
     addr: SocketAddr,
-    config: &Config,
-    preference: &[Driver],
+    preference: &'static [Driver],
     shutdown: watch::Receiver<bool>,
-    ready: mpsc::Sender<Result<Driver, StartError>>,
+    ready: std::sync::mpsc::Sender<Result<Driver, StartError>>,
+}
+
+/// A shard thread's life: runtime, listener, accept loop, drain, last snapshot.
+fn run_shard(
+    setup: ShardSetup,
+    config: &Config,
+    shared: &Shared,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
 ) {
+    let ShardSetup {
+        id,
+        addr,
+        preference,
+        shutdown,
+        ready,
+    } = setup;
     let backlog = i32::try_from(config.tuning.listen_backlog).unwrap_or(i32::MAX);
     let drain_timeout = config.gateway.drain_timeout;
+    let mut inbox = Some(inbox);
     let ran = runtime::block_on(preference, config.tuning.ring_entries, |driver| {
-        let shard = Rc::new(Shard::new(id, config, shutdown.clone()));
+        let shard = Rc::new(Shard::new(id, config, shutdown.clone(), shared));
         let ready = ready.clone();
+        let inbox = inbox.take();
         async move {
             let listener = match listener::bind(addr, backlog) {
                 Ok(listener) => listener,
@@ -171,7 +227,9 @@ fn run_shard(
                 }
             };
             let _ = ready.send(Ok(driver));
-            shard.run(listener, drain_timeout).await;
+            if let Some(inbox) = inbox {
+                shard.run(listener, inbox, drain_timeout).await;
+            }
         }
     });
     if let Err(source) = ran {

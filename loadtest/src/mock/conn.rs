@@ -100,16 +100,14 @@ enum BodyAt {
 impl Conn {
     async fn run(&mut self, worker: &Worker) -> Result<(), Stop> {
         loop {
-            // `parse` drops the field storage when the head is incomplete; between requests
-            // there is nothing to parse yet, so keep the storage and wait for bytes instead.
+            // Between requests there is nothing to parse yet: wait for bytes first.
             if self.input.is_empty() {
                 self.flush().await?;
                 if self.fill().await? == 0 {
                     return Ok(());
                 }
             }
-            let fields = mem::take(&mut self.fields);
-            let head = match RequestHead::parse(&mut self.input, MAX_HEAD_BYTES, fields) {
+            let head = match RequestHead::parse(&mut self.input, MAX_HEAD_BYTES, &mut self.fields) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
                     self.flush().await?;

@@ -157,7 +157,7 @@ mod tests {
 
     fn head(fields: &str) -> RequestHead {
         let text = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
-        RequestHead::parse(&mut BytesMut::from(text.as_bytes()), 8192, Vec::new())
+        RequestHead::parse(&mut BytesMut::from(text.as_bytes()), 8192, &mut Vec::new())
             .unwrap()
             .unwrap()
     }

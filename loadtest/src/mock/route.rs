@@ -180,7 +180,7 @@ mod tests {
 
     /// Routes a request given as its head text and body.
     fn answer(head: &str, request_body: &[u8]) -> (Reply, Vec<u8>, String) {
-        let head = RequestHead::parse(&mut BytesMut::from(head.as_bytes()), 8192, Vec::new())
+        let head = RequestHead::parse(&mut BytesMut::from(head.as_bytes()), 8192, &mut Vec::new())
             .unwrap()
             .unwrap();
         let knobs = Knobs::read(&head, &DEFAULTS).unwrap();

@@ -1,0 +1,102 @@
+//! Admission: a client key's limits decide whether a request may go upstream, and a
+//! [`Permit`] gives back what the request held (its concurrency slot, the tokens it reserved
+//! beyond what it used) however the exchange ends.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use super::conn::ClientConn;
+use super::request_body::RequestBody;
+use super::Error;
+use crate::ai::RequestFacts;
+use crate::http::RequestHead;
+use crate::keys::ClientKey;
+use crate::shard::Shard;
+use crate::upstream::Upstream;
+
+/// An admitted request's hold on its key's counters, settled on drop.
+pub(super) struct Permit {
+    shard: Rc<Shard>,
+    key: u32,
+    reserved: u64,
+    used: Cell<Option<u64>>,
+}
+
+impl Permit {
+    /// Records the tokens the upstream reported, to settle the reservation against.
+    pub(super) fn used(&self, tokens: u64) {
+        self.used.set(Some(tokens));
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // Without a reported usage the reservation stands: an exchange that failed or was
+        // cut off may still have cost tokens upstream.
+        let used = self.used.get().unwrap_or(self.reserved);
+        let shard = &self.shard;
+        let key = shard.keys.key(self.key);
+        shard
+            .quota
+            .borrow_mut()
+            .settle(&shard.keys, key, shard.clock.now(), self.reserved, used);
+        shard.quota_dirty.set(true);
+    }
+}
+
+impl ClientConn {
+    /// Checks the key's model list and limits (and its tenant's) for this request, and
+    /// takes what it needs from them. A refused request takes nothing.
+    pub(super) fn admit(
+        &mut self,
+        key: &ClientKey,
+        upstream: &Upstream,
+        head: &RequestHead,
+        body: &RequestBody,
+    ) -> Result<Permit, Error> {
+        let shard = Rc::clone(&self.shard);
+        let facts = match body {
+            RequestBody::Buffered(bytes) => {
+                RequestFacts::inspect(upstream.config.provider, head.path(), bytes)
+            }
+            _ => RequestFacts::default(),
+        };
+        if key.models.is_some() {
+            match &facts.model {
+                Some(model) if key.allows_model(model) => {}
+                Some(_) => return Err(Error::Forbidden("this model")),
+                // A body too large to inspect cannot prove it asks for an allowed model.
+                None => return Err(Error::Forbidden("a request whose model cannot be read")),
+            }
+        }
+
+        let limits = &key.limits;
+        let tenant_counts_tokens = key.tenant.is_some_and(|index| {
+            let tenant = &shard.keys.tenant(index).limits;
+            tenant.tokens_per_minute.is_some() || tenant.tokens_per_day.is_some()
+        });
+        let counts_tokens = limits.tokens_per_minute.is_some()
+            || limits.tokens_per_day.is_some()
+            || tenant_counts_tokens;
+        let reserved = if counts_tokens {
+            facts.reservation(shard.limits.default_max_tokens)
+        } else {
+            0
+        };
+
+        let now = shard.clock.now();
+        shard
+            .quota
+            .borrow_mut()
+            .admit(&shard.keys, key, now, reserved)
+            .map_err(Error::Limited)?;
+        shard.quota_dirty.set(true);
+        self.count_tokens = counts_tokens;
+        Ok(Permit {
+            shard,
+            key: key.index,
+            reserved,
+            used: Cell::new(None),
+        })
+    }
+}

@@ -1,0 +1,329 @@
+//! Persisting quota counters in `state_dir`, off the request path.
+//!
+//! Every `persist_interval` each shard hands a snapshot of the counters it owns (only when
+//! they changed) to one writer thread, which writes `quota-shard-N.json` atomically: a
+//! temporary file, fsync, the previous snapshot kept as `.prev`, rename, fsync of the
+//! directory. A crash loses at most one interval; a clean stop writes a last snapshot after
+//! the drain and loses nothing.
+//!
+//! At start every `quota-shard-*.json` is read, whatever shard count wrote it, and each
+//! shard takes back the principals it now owns. A damaged snapshot is reported and its
+//! `.prev` used instead; when both are damaged the gateway refuses to start rather than
+//! silently zero the counters (docs/state.md says how to recover).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+
+use super::Counters;
+
+/// The snapshot format's version; a newer one is refused, not misread.
+const FORMAT: u32 = 1;
+
+/// One shard's counters as written to disk, by principal name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The format version.
+    pub format: u32,
+    /// When it was taken, in nanoseconds since the epoch.
+    pub taken_at: u64,
+    /// Counters by client key id.
+    pub keys: HashMap<String, Counters>,
+    /// Counters by tenant name.
+    pub tenants: HashMap<String, Counters>,
+}
+
+/// Why persisted state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state directory cannot be created or read.
+    #[error("state directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A snapshot and its `.prev` are both unreadable.
+    #[error(
+        "quota state {path} is damaged ({reason}) and so is its .prev copy; to start anyway \
+         with zeroed counters for the keys it held, move both files aside (see docs/state.md)"
+    )]
+    Damaged {
+        /// The damaged snapshot.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// All persisted counters, merged from every shard's snapshot.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Counters by client key id.
+    pub keys: HashMap<String, Counters>,
+    /// Counters by tenant name.
+    pub tenants: HashMap<String, Counters>,
+}
+
+/// Reads every snapshot in `dir`, creating the directory if needed.
+pub fn load(dir: &Path) -> Result<Restored, StateError> {
+    let directory = |source| StateError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(directory)?;
+    let mut restored = Restored::default();
+    let mut taken: HashMap<String, u64> = HashMap::new();
+
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(directory)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| is_snapshot_name(path))
+        .collect();
+    paths.sort();
+
+    for path in paths {
+        let snapshot = match read_snapshot(&path) {
+            Ok(snapshot) => snapshot,
+            Err(reason) => {
+                let prev = path.with_extension("json.prev");
+                match read_snapshot(&prev) {
+                    Ok(snapshot) => {
+                        tracing::warn!(path = %path.display(), %reason,
+                            "quota state damaged; using the previous snapshot (.prev), which \
+                             may be up to two persist intervals old");
+                        snapshot
+                    }
+                    Err(_) => return Err(StateError::Damaged { path, reason }),
+                }
+            }
+        };
+        // A principal found in several snapshots (the shard count changed): the newest wins.
+        for (tenant, entries) in [(false, snapshot.keys), (true, snapshot.tenants)] {
+            for (name, counters) in entries {
+                let slot = if tenant {
+                    &mut restored.tenants
+                } else {
+                    &mut restored.keys
+                };
+                let seen = taken.entry(format!("{tenant}:{name}")).or_insert(0);
+                if snapshot.taken_at >= *seen {
+                    *seen = snapshot.taken_at;
+                    slot.insert(name, counters);
+                }
+            }
+        }
+    }
+    Ok(restored)
+}
+
+fn is_snapshot_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with("quota-shard-") && name.ends_with(".json"))
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot, String> {
+    let bytes = fs::read(path).map_err(|err| err.to_string())?;
+    let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|err| err.to_string())?;
+    if snapshot.format != FORMAT {
+        return Err(format!("unknown format {}", snapshot.format));
+    }
+    Ok(snapshot)
+}
+
+/// A request to the writer thread.
+enum Job {
+    Write {
+        shard: usize,
+        snapshot: Snapshot,
+        done: Option<mpsc::Sender<()>>,
+    },
+    Stop,
+}
+
+/// The thread that writes snapshots, so no shard ever blocks on the disk.
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A shard's handle to the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer for snapshots in `dir`.
+    pub fn start(dir: PathBuf) -> io::Result<Writer> {
+        fs::create_dir_all(&dir)?;
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("keygate-state".into())
+            .spawn(move || {
+                while let Ok(Job::Write {
+                    shard,
+                    snapshot,
+                    done,
+                }) = inbox.recv()
+                {
+                    let path = dir.join(format!("quota-shard-{shard}.json"));
+                    if let Err(err) = write_atomically(&path, &snapshot) {
+                        tracing::error!(path = %path.display(), error = %err,
+                        "cannot persist quota counters; they survive only in memory");
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+            })?;
+        Ok(Writer {
+            jobs,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for a shard.
+    pub fn handle(&self) -> WriterHandle {
+        WriterHandle {
+            jobs: self.jobs.clone(),
+        }
+    }
+
+    /// Writes every snapshot queued so far, then stops the writer. Call after every shard
+    /// has stopped; later snapshots are not written.
+    pub fn finish(mut self) {
+        let _ = self.jobs.send(Job::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Queues a snapshot; never blocks.
+    pub fn write(&self, shard: usize, snapshot: Snapshot) {
+        let _ = self.jobs.send(Job::Write {
+            shard,
+            snapshot,
+            done: None,
+        });
+    }
+
+    /// Queues a snapshot and returns a receiver that hears when it is on disk.
+    pub fn write_and_confirm(&self, shard: usize, snapshot: Snapshot) -> mpsc::Receiver<()> {
+        let (done, confirmed) = mpsc::channel();
+        let _ = self.jobs.send(Job::Write {
+            shard,
+            snapshot,
+            done: Some(done),
+        });
+        confirmed
+    }
+}
+
+impl Snapshot {
+    /// An empty snapshot taken at `now`.
+    pub fn new(taken_at: u64) -> Snapshot {
+        Snapshot {
+            format: FORMAT,
+            taken_at,
+            ..Snapshot::default()
+        }
+    }
+}
+
+fn write_atomically(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        serde_json::to_writer(&mut file, snapshot)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+    }
+    if path.exists() {
+        fs::rename(path, path.with_extension("json.prev"))?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("keygate-journal-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn snapshot(taken_at: u64, key: &str, tat: u64) -> Snapshot {
+        let mut snapshot = Snapshot::new(taken_at);
+        snapshot.keys.insert(
+            key.into(),
+            Counters {
+                rate_tat: tat,
+                ..Counters::default()
+            },
+        );
+        snapshot
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_newest_wins() {
+        let dir = temp_dir("round-trip");
+        let writer = Writer::start(dir.clone()).unwrap();
+        let handle = writer.handle();
+        handle.write(0, snapshot(10, "a", 1));
+        handle.write(1, snapshot(20, "a", 2));
+        handle.write(1, snapshot(30, "b", 3));
+        writer.finish();
+
+        let restored = load(&dir).unwrap();
+        // Shard 1's last snapshot no longer holds "a"; shard 0's does.
+        assert_eq!(restored.keys["a"].rate_tat, 1);
+        assert_eq!(restored.keys["b"].rate_tat, 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_snapshot_falls_back_to_prev() {
+        let dir = temp_dir("damaged");
+        let writer = Writer::start(dir.clone()).unwrap();
+        writer.handle().write(0, snapshot(10, "a", 7));
+        writer.handle().write(0, snapshot(20, "a", 8));
+        writer.finish();
+        fs::write(
+            dir.join("quota-shard-0.json"),
+            b"{\"format\":1,\"taken_at\":",
+        )
+        .unwrap();
+
+        let restored = load(&dir).unwrap();
+        assert_eq!(restored.keys["a"].rate_tat, 7);
+
+        fs::write(dir.join("quota-shard-0.json.prev"), b"garbage").unwrap();
+        assert!(matches!(load(&dir), Err(StateError::Damaged { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_created() {
+        let dir = temp_dir("missing");
+        let restored = load(&dir).unwrap();
+        assert!(restored.keys.is_empty() && dir.is_dir());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
