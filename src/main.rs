@@ -36,6 +36,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Client key tools.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print a fresh client key and the `secret_sha256` line to paste into a config.
+    New,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +54,15 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Key {
+            command: KeyCommand::New,
+        } => match new_key() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("keygate: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => match run(&config) {
             Ok(code) => code,
             Err(err) => {
@@ -67,6 +87,17 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// A client key is `kg-` and 32 random bytes in hex (256 bits from the OS's generator).
+fn new_key() -> anyhow::Result<()> {
+    let mut random = [0u8; 32];
+    getrandom::getrandom(&mut random).context("the OS random number generator failed")?;
+    let key = format!("kg-{}", hex::encode(random));
+    let digest = keygate::config::KeySecretHash::of(key.as_bytes());
+    println!("{key}");
+    println!("secret_sha256 = \"{}\"", digest.to_hex());
+    Ok(())
+}
+
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match Config::load(path) {
         Ok(config) => Arc::new(config),
@@ -75,6 +106,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    warn_unserved(&config);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
 
@@ -100,6 +132,25 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     gateway.join();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns about settings this version accepts but does not act on yet, so nobody relies on
+/// them unknowingly.
+fn warn_unserved(config: &Config) {
+    if let Some(addr) = config.gateway.admin_listen {
+        tracing::warn!(%addr, "admin_listen is not served by this version; ignored");
+    }
+    if let Some(path) = &config.gateway.access_log {
+        tracing::warn!(path = %path.display(), "access_log is not written by this version; ignored");
+    }
+    for upstream in config
+        .upstreams
+        .iter()
+        .filter(|upstream| !upstream.keys.is_empty())
+    {
+        tracing::warn!(upstream = %upstream.name,
+            "provider keys ([[upstream.key]]) are not sent upstream by this version; ignored");
+    }
 }
 
 /// Logs go to stderr; `KEYGATE_LOG` (or `RUST_LOG`) sets the filter, `info` by default.

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds keygate, starts the mock provider and the gateway on examples/quickstart.toml, sends
+# one request that succeeds and then a burst that the client key's rate ("2/s", burst 2)
+# refuses with 429 and the wait it names, and stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --workspace --quiet
+bin=target/release
+gateway=http://127.0.0.1:8080
+key="Authorization: Bearer kg-acme-dev-0001"
+
+for port in 8080 9001; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use: stop whatever listens there first" >&2
+        exit 1
+    fi
+done
+
+"$bin/loadtest" mock --listen 127.0.0.1:9001 2>/tmp/keygate-quickstart-mock.log &
+mock=$!
+"$bin/keygate" run --config examples/quickstart.toml 2>/tmp/keygate-quickstart.log &
+keygate=$!
+trap 'kill "$keygate" "$mock" 2>/dev/null; wait 2>/dev/null || true' EXIT
+
+for _ in $(seq 100); do
+    curl -s -o /dev/null "$gateway/" 2>/dev/null && break
+    sleep 0.1
+done
+
+body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
+echo "== a chat completion through keygate (succeeds):"
+curl -sS -i "$gateway/v1/chat/completions" -H "$key" -H 'Content-Type: application/json' -d "$body"
+echo
+echo
+echo "== three more at once: the key's burst of 2 is spent, so one is refused with 429:"
+for i in 1 2 3; do
+    curl -sS -o /dev/null -D - "$gateway/v1/chat/completions" -H "$key" \
+        -H 'Content-Type: application/json' -d "$body" |
+        grep -iE '^(HTTP/|retry-after|x-ratelimit-remaining-requests)' || true
+    echo
+done
+echo "== and without a key: 401"
+curl -sS "$gateway/v1/models"
+echo
