@@ -1,4 +1,5 @@
-//! Hot-path benchmarks: request head parsing, chunked decoding and routing.
+//! Hot-path benchmarks: request head parsing, chunked decoding, routing, client key
+//! authentication and the admit decision.
 //!
 //! Run with `cargo bench --bench hot_path`; figures go to docs/benchmarks.md.
 
@@ -8,7 +9,9 @@ use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use keygate::config::Config;
 use keygate::http::{ChunkedDecoder, RequestHead};
+use keygate::keys::KeyTable;
 use keygate::proxy::Router;
+use keygate::quota::QuotaBook;
 
 const CHAT_REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
 Host: api.openai.com\r\n\
@@ -84,5 +87,50 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, route);
+/// A config with `count` client keys, each with a rate limit and an hourly and daily quota.
+fn keyed_config(count: usize) -> Config {
+    let mut text = String::from(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"u\"\nprovider = \"openai\"\n\
+         endpoints = [\"http://127.0.0.1:9\"]\n\n[[route]]\npath_prefix = \"/\"\nupstream = \"u\"\n",
+    );
+    for i in 0..count {
+        text.push_str(&format!(
+            "\n[[client_key]]\nid = \"k{i}\"\nsecret = \"kg-bench-{i}\"\nrate = \"1000000/s\"\n\
+             burst = 1000\nquota = {{ per_hour = 1000000000, per_day = 1000000000 }}\n"
+        ));
+    }
+    Config::parse(&text, Path::new("bench.toml"), Path::new(".")).expect("valid")
+}
+
+fn admit(c: &mut Criterion) {
+    let config = keyed_config(10_000);
+    let table = KeyTable::new(&config, 1);
+    let mut book = QuotaBook::default();
+    let now = 1_800_000_000_000_000_000_u64;
+    // A fixed pseudo-random walk over the keys, so the book holds many entries.
+    let order: Vec<u32> = (0..4096u32)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 10_000)
+        .collect();
+
+    let mut group = c.benchmark_group("admit");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("rate_and_two_quotas_10k_keys", |b| {
+        let mut i = 0;
+        let mut tick = now;
+        b.iter(|| {
+            let key = table.key(order[i % order.len()]);
+            i += 1;
+            tick += 1_000;
+            let admitted = book.admit(&table, key, tick, 0).is_ok();
+            book.settle(&table, key, tick, 0, 0);
+            black_box(admitted)
+        })
+    });
+    group.bench_function("authenticate_sha256_lookup", |b| {
+        b.iter(|| black_box(table.authenticate(black_box(b"kg-bench-4321"), now).is_ok()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, route, admit);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use super::value::{self, Rate};
 /// What one client key, or one tenant across all its keys together, may use.
 ///
 /// The default is no limit at all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Limits {
     /// Sustained request rate and bucket size. Default: no rate limit.
     pub rate: Option<RateLimit>,
@@ -28,7 +28,7 @@ pub struct Limits {
 }
 
 /// A token bucket: `rate` refills it, `burst` is its size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     /// Sustained rate, from `rate = "n/s" | "n/m" | "n/h"`.
     pub rate: Rate,
@@ -38,7 +38,7 @@ pub struct RateLimit {
 }
 
 /// Request quotas over calendar windows in UTC; each is at least 1 when set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Requests per calendar minute. Default: none.
     pub per_minute: Option<u64>,

@@ -34,8 +34,8 @@ pub use tuning::{DriverChoice, Tuning};
 pub use upstream::{Provider, ProviderKeyConfig, Upstream};
 pub use value::{parse_byte_size, parse_duration, parse_rate, Rate, ValueError};
 
-/// Largest config file read, in bytes: room for hundreds of thousands of client keys.
-const CONFIG_FILE_LIMIT: u64 = 64 << 20;
+/// Largest config file read, in bytes: room for a few million client keys.
+const CONFIG_FILE_LIMIT: u64 = 1 << 30;
 
 /// A loaded, validated config.
 #[derive(Debug, Clone)]

@@ -49,7 +49,7 @@ pub enum ValueError {
 }
 
 /// A number of events allowed per period, written `"5/s"`, `"100/m"` or `"1000/h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rate {
     /// Events per period; at least 1.
     pub count: u64,

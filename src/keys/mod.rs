@@ -7,6 +7,7 @@
 //! ([`crate::quota`]), on the owning shard only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +31,10 @@ pub enum AuthError {
 }
 
 /// A configured client key, ready for the request path.
+///
+/// Kept small, since a gateway may hold millions: limits and access lists are shared
+/// between keys that have the same ones, and the secret's digest lives only in the table's
+/// index.
 #[derive(Debug)]
 pub struct ClientKey {
     /// The key's id from the config (never its secret).
@@ -41,29 +46,46 @@ pub struct ClientKey {
     /// The shard that owns its counters (and its tenant's).
     pub owner: usize,
     /// Its own limits.
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     /// Expiry, in nanoseconds since the epoch.
     pub expires: Option<u64>,
-    /// Path prefixes it may use; `None` allows all.
-    pub routes: Option<Box<[Box<[u8]>]>>,
-    /// Models it may ask for; `None` allows all.
-    pub models: Option<Box<[Box<str>]>>,
-    digest: [u8; 32],
+    /// Routes and models it may use; `None` allows all.
+    access: Option<Arc<Access>>,
+}
+
+/// What a key may use, when restricted.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Access {
+    /// Path prefixes; `None` allows all.
+    routes: Option<Box<[Box<[u8]>]>>,
+    /// Model names; `None` allows all.
+    models: Option<Box<[Box<str>]>>,
 }
 
 impl ClientKey {
     /// Whether the key may use a request path.
     pub fn allows_path(&self, path: &[u8]) -> bool {
-        self.routes
+        let routes = self
+            .access
             .as_ref()
-            .is_none_or(|routes| routes.iter().any(|p| path.starts_with(p)))
+            .and_then(|access| access.routes.as_ref());
+        routes.is_none_or(|routes| routes.iter().any(|p| path.starts_with(p)))
+    }
+
+    /// Whether the key is limited to some models.
+    pub fn restricts_models(&self) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(|access| access.models.is_some())
     }
 
     /// Whether the key may ask for `model`.
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models
+        let models = self
+            .access
             .as_ref()
-            .is_none_or(|models| models.iter().any(|m| &**m == model))
+            .and_then(|access| access.models.as_ref());
+        models.is_none_or(|models| models.iter().any(|m| &**m == model))
     }
 }
 
@@ -97,6 +119,9 @@ impl KeyTable {
             })
             .collect();
         let mut by_digest = HashMap::with_capacity(config.client_keys.len());
+        // Keys with the same limits (or access lists) share one copy.
+        let mut shared_limits: HashMap<Limits, Arc<Limits>> = HashMap::new();
+        let mut shared_access: HashMap<Arc<Access>, Arc<Access>> = HashMap::new();
         let keys = config
             .client_keys
             .iter()
@@ -109,27 +134,39 @@ impl KeyTable {
                         .map(|i| i as u32)
                 });
                 let owner_name = key.tenant.as_deref().unwrap_or(&key.id);
-                let digest = *key.secret.as_bytes();
-                by_digest.insert(digest, index as u32);
+                by_digest.insert(*key.secret.as_bytes(), index as u32);
+                let limits = shared_limits
+                    .entry(key.limits)
+                    .or_insert_with(|| Arc::new(key.limits))
+                    .clone();
+                let access = (key.routes.is_some() || key.models.is_some()).then(|| {
+                    let access = Access {
+                        routes: key
+                            .routes
+                            .as_ref()
+                            .map(|routes| routes.iter().map(|r| r.as_bytes().into()).collect()),
+                        models: key
+                            .models
+                            .as_ref()
+                            .map(|models| models.iter().map(|m| m.as_str().into()).collect()),
+                    };
+                    Arc::clone(
+                        shared_access
+                            .entry(Arc::new(access))
+                            .or_insert_with_key(Arc::clone),
+                    )
+                });
                 ClientKey {
                     id: key.id.as_str().into(),
                     index: index as u32,
                     tenant,
                     owner: owner_of(owner_name, shards),
-                    limits: key.limits,
+                    limits,
                     expires: key
                         .expires
                         .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
                         .map(|since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)),
-                    routes: key
-                        .routes
-                        .as_ref()
-                        .map(|routes| routes.iter().map(|r| r.as_bytes().into()).collect()),
-                    models: key
-                        .models
-                        .as_ref()
-                        .map(|models| models.iter().map(|m| m.as_str().into()).collect()),
-                    digest,
+                    access,
                 }
             })
             .collect();
@@ -148,16 +185,16 @@ impl KeyTable {
     /// The key whose secret is `presented`, if it is valid at `now` (ns since the epoch).
     pub fn authenticate(&self, presented: &[u8], now: u64) -> Result<&ClientKey, AuthError> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
-        let key = self
+        let (stored, &index) = self
             .by_digest
-            .get(&digest)
-            .map(|&index| &self.keys[index as usize])
+            .get_key_value(&digest)
             .ok_or(AuthError::Unknown)?;
         // The map lookup compares digests, which reveal nothing usable about the secret; the
         // constant-time comparison keeps the final decision free of timing differences too.
-        if !bool::from(key.digest.ct_eq(&digest)) {
+        if !bool::from(stored.ct_eq(&digest)) {
             return Err(AuthError::Unknown);
         }
+        let key = &self.keys[index as usize];
         if key.expires.is_some_and(|expires| now >= expires) {
             return Err(AuthError::Expired);
         }

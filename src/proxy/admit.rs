@@ -61,7 +61,7 @@ impl ClientConn {
             }
             _ => RequestFacts::default(),
         };
-        if key.models.is_some() {
+        if key.restricts_models() {
             match &facts.model {
                 Some(model) if key.allows_model(model) => {}
                 Some(_) => return Err(Error::Forbidden("this model")),

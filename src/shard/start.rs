@@ -86,7 +86,10 @@ impl Gateway {
 }
 
 /// Starts one shard per worker and returns once all of them listen.
-pub fn start(config: Arc<Config>) -> Result<Gateway, StartError> {
+///
+/// The client keys move out of `config` into the shared key table: with a million keys,
+/// keeping both would double the memory they take.
+pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     raise_open_files(config.tuning.nofile_limit);
     let configured = config.gateway.listen;
     let addr = listener::claim(configured).map_err(|source| StartError::Listen {
@@ -111,6 +114,8 @@ pub fn start(config: Arc<Config>) -> Result<Gateway, StartError> {
 
     // Counters are restored before any shard starts, so no request sees them zeroed.
     let keys = Arc::new(KeyTable::new(&config, shards));
+    config.client_keys = Vec::new();
+    let config = Arc::new(config);
     let state_dir = config.gateway.state_dir.clone();
     let restored = Arc::new(journal::load(&state_dir)?);
     let writer = Writer::start(state_dir.clone()).map_err(|source| StateError::Directory {
