@@ -302,3 +302,531 @@ fn quotas(limits: &Limits) -> impl Iterator<Item = (Window, Option<u64>)> {
         quota.per_month,
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Quota, Rate, RateLimit};
+
+    const S: u64 = SECOND;
+    const MS: u64 = 1_000_000;
+    /// 2026-12-04T16:02:28Z.
+    const T0: u64 = 1_796_400_148 * S;
+    /// The next UTC minute, hour and day after `T0`.
+    const NEXT_MINUTE: u64 = 1_796_400_180 * S;
+    const NEXT_HOUR: u64 = 1_796_403_600 * S;
+    const NEXT_DAY: u64 = 1_796_428_800 * S;
+    /// 2027-01-01T00:00:00Z.
+    const NEW_YEAR: u64 = 1_798_761_600 * S;
+    /// 2028-03-01T00:00:00Z, after a leap day.
+    const MARCH_2028: u64 = 1_835_481_600 * S;
+
+    fn rate(count: u64, per_secs: u64, burst: u64) -> Option<RateLimit> {
+        Some(RateLimit {
+            rate: Rate {
+                count,
+                per: Duration::from_secs(per_secs),
+            },
+            burst,
+        })
+    }
+
+    fn rated(count: u64, per_secs: u64, burst: u64) -> Limits {
+        Limits {
+            rate: rate(count, per_secs, burst),
+            ..Limits::default()
+        }
+    }
+
+    fn quota(quota: Quota) -> Limits {
+        Limits {
+            quota,
+            ..Limits::default()
+        }
+    }
+
+    /// Check then commit, as the quota book does.
+    fn admit(c: &mut Counters, limits: &Limits, now: u64, tokens: u64) -> Result<(), Refusal> {
+        let grant = c.check(limits, now, tokens)?;
+        c.commit(limits, now, grant);
+        Ok(())
+    }
+
+    fn admit_all(c: &mut Counters, limits: &Limits, now: u64, n: u64) {
+        for i in 0..n {
+            admit(c, limits, now, 0).unwrap_or_else(|r| panic!("request {i} refused: {r:?}"));
+        }
+    }
+
+    fn refusal(exceeded: Exceeded, retry_after: u64) -> Result<(), Refusal> {
+        Err(Refusal {
+            exceeded,
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn rate_passes_the_burst_then_refuses_with_the_exact_wait() {
+        // (count, period in s, burst, the wait after the burst = one interval)
+        let table = [
+            (5, 1, 5, 200 * MS),
+            (10, 1, 10, 100 * MS),
+            (2, 1, 1, 500 * MS),
+            (3, 1, 1, 333_333_334),
+            (1, 60, 1, 60 * S),
+            (20, 60, 20, 3 * S),
+            (60, 3600, 5, 60 * S),
+        ];
+        for (count, per, burst, wait) in table {
+            let limits = rated(count, per, burst);
+            let mut c = Counters::default();
+            admit_all(&mut c, &limits, T0, burst);
+            let case = format!("{count}/{per}s burst {burst}");
+            assert_eq!(
+                admit(&mut c, &limits, T0, 0),
+                refusal(Exceeded::Rate, wait),
+                "{case}"
+            );
+            assert_eq!(
+                admit(&mut c, &limits, T0 + wait - 1, 0),
+                refusal(Exceeded::Rate, 1),
+                "{case}"
+            );
+            assert_eq!(admit(&mut c, &limits, T0 + wait, 0), Ok(()), "{case}");
+            assert_eq!(
+                admit(&mut c, &limits, T0 + wait, 0),
+                refusal(Exceeded::Rate, wait),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idle_bucket_refills_only_to_its_burst() {
+        let limits = rated(10, 1, 10);
+        let mut c = Counters::default();
+        admit_all(&mut c, &limits, T0, 10);
+        // An hour idle gives back ten, never more.
+        let later = T0 + 3600 * S;
+        admit_all(&mut c, &limits, later, 10);
+        assert_eq!(
+            admit(&mut c, &limits, later, 0),
+            refusal(Exceeded::Rate, 100 * MS)
+        );
+    }
+
+    #[test]
+    fn calendar_quotas_reopen_exactly_at_the_next_window() {
+        // (quota, filled at, refused until)
+        let table = [
+            (
+                Quota {
+                    per_minute: Some(3),
+                    ..Quota::default()
+                },
+                T0,
+                NEXT_MINUTE,
+            ),
+            (
+                Quota {
+                    per_minute: Some(3),
+                    ..Quota::default()
+                },
+                T0 + 500 * MS,
+                NEXT_MINUTE,
+            ),
+            (
+                Quota {
+                    per_hour: Some(2),
+                    ..Quota::default()
+                },
+                T0,
+                NEXT_HOUR,
+            ),
+            (
+                Quota {
+                    per_day: Some(1),
+                    ..Quota::default()
+                },
+                T0,
+                NEXT_DAY,
+            ),
+            // The last millisecond of December: January starts a new month.
+            (
+                Quota {
+                    per_month: Some(2),
+                    ..Quota::default()
+                },
+                NEW_YEAR - MS,
+                NEW_YEAR,
+            ),
+            // 2028-02-29T23:59:30Z: a leap February ends 30 s later.
+            (
+                Quota {
+                    per_month: Some(1),
+                    ..Quota::default()
+                },
+                MARCH_2028 - 30 * S,
+                MARCH_2028,
+            ),
+        ];
+        for (q, at, reopens) in table {
+            let limits = quota(q);
+            let size = [q.per_minute, q.per_hour, q.per_day, q.per_month]
+                .into_iter()
+                .flatten()
+                .next()
+                .unwrap();
+            let window = match q {
+                Quota {
+                    per_minute: Some(_),
+                    ..
+                } => Window::Minute,
+                Quota {
+                    per_hour: Some(_), ..
+                } => Window::Hour,
+                Quota {
+                    per_day: Some(_), ..
+                } => Window::Day,
+                _ => Window::Month,
+            };
+            let mut c = Counters::default();
+            admit_all(&mut c, &limits, at, size);
+            let exceeded = Exceeded::Quota(window);
+            assert_eq!(
+                admit(&mut c, &limits, at, 0),
+                refusal(exceeded, reopens - at),
+                "{q:?}"
+            );
+            assert_eq!(
+                admit(&mut c, &limits, reopens - 1, 0),
+                refusal(exceeded, 1),
+                "{q:?}"
+            );
+            // The new window counts from zero: the whole quota again.
+            admit_all(&mut c, &limits, reopens, size);
+            assert!(admit(&mut c, &limits, reopens, 0).is_err(), "{q:?}");
+            let budget = c.tightest(&limits, reopens).unwrap();
+            assert_eq!((budget.limit, budget.remaining), (size, 0), "{q:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_request_changes_nothing() {
+        // (limits, tokens of the admitted request, later, tokens tried, the limit that refuses)
+        let table = [
+            // The rate refuses while the hourly quota has room.
+            (
+                Limits {
+                    rate: rate(1, 1, 1),
+                    quota: Quota {
+                        per_hour: Some(5),
+                        ..Quota::default()
+                    },
+                    ..Limits::default()
+                },
+                0,
+                0,
+                0,
+                Exceeded::Rate,
+            ),
+            // The minute quota refuses while the rate has room.
+            (
+                Limits {
+                    rate: rate(10, 1, 10),
+                    quota: Quota {
+                        per_minute: Some(1),
+                        per_day: Some(100),
+                        ..Quota::default()
+                    },
+                    ..Limits::default()
+                },
+                0,
+                2 * S,
+                0,
+                Exceeded::Quota(Window::Minute),
+            ),
+            // Tokens per minute refuse while rate and quota have room.
+            (
+                Limits {
+                    rate: rate(10, 1, 10),
+                    quota: Quota {
+                        per_hour: Some(5),
+                        ..Quota::default()
+                    },
+                    tokens_per_minute: Some(100),
+                    tokens_per_day: Some(10_000),
+                    ..Limits::default()
+                },
+                80,
+                0,
+                50,
+                Exceeded::TokensPerMinute,
+            ),
+            // Tokens per day refuse while the minute bucket has room.
+            (
+                Limits {
+                    tokens_per_minute: Some(1000),
+                    tokens_per_day: Some(100),
+                    quota: Quota {
+                        per_hour: Some(5),
+                        ..Quota::default()
+                    },
+                    ..Limits::default()
+                },
+                80,
+                0,
+                50,
+                Exceeded::TokensPerDay,
+            ),
+            // Concurrency refuses while everything else has room.
+            (
+                Limits {
+                    rate: rate(10, 1, 10),
+                    quota: Quota {
+                        per_hour: Some(5),
+                        ..Quota::default()
+                    },
+                    tokens_per_minute: Some(100),
+                    max_concurrent: Some(1),
+                    ..Limits::default()
+                },
+                10,
+                0,
+                10,
+                Exceeded::Concurrency,
+            ),
+        ];
+        for (limits, first, later, tokens, exceeded) in table {
+            let mut c = Counters::default();
+            admit(&mut c, &limits, T0, first).expect("first request");
+            let before = c.clone();
+            let refused = admit(&mut c, &limits, T0 + later, tokens).unwrap_err();
+            assert_eq!(refused.exceeded, exceeded, "{limits:?}");
+            assert_eq!(c, before, "{exceeded:?} changed the counters");
+        }
+    }
+
+    #[test]
+    fn the_refusal_names_the_longest_wait() {
+        // 1/m: 60 s; the minute quota reopens in 32 s.
+        let limits = Limits {
+            rate: rate(1, 60, 1),
+            quota: Quota {
+                per_minute: Some(1),
+                ..Quota::default()
+            },
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        admit_all(&mut c, &limits, T0, 1);
+        assert_eq!(
+            admit(&mut c, &limits, T0, 0),
+            refusal(Exceeded::Rate, 60 * S)
+        );
+
+        // 1/s: 1 s; the hour quota reopens at 17:00.
+        let limits = Limits {
+            rate: rate(1, 1, 1),
+            quota: Quota {
+                per_hour: Some(1),
+                ..Quota::default()
+            },
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        admit_all(&mut c, &limits, T0, 1);
+        assert_eq!(
+            admit(&mut c, &limits, T0, 0),
+            refusal(Exceeded::Quota(Window::Hour), NEXT_HOUR - T0)
+        );
+    }
+
+    #[test]
+    fn tokens_per_minute_are_reserved_then_settled() {
+        // 100 tokens a minute: one token every 600 ms.
+        let limits = Limits {
+            tokens_per_minute: Some(100),
+            ..Limits::default()
+        };
+        let remaining = |c: &Counters| c.tokens_budget(&limits, T0).unwrap().remaining;
+        let mut c = Counters::default();
+        assert_eq!(remaining(&c), 100);
+
+        admit(&mut c, &limits, T0, 60).unwrap();
+        assert_eq!(remaining(&c), 40);
+        // 60 more would be 20 over: they wait for 20 tokens to refill.
+        assert_eq!(
+            admit(&mut c, &limits, T0, 60),
+            refusal(Exceeded::TokensPerMinute, 20 * 600 * MS)
+        );
+
+        // The request used 10 of its 60: the 50 come back, and the same request now fits.
+        c.settle(&limits, T0, 60, 10);
+        assert_eq!(remaining(&c), 90);
+        admit(&mut c, &limits, T0, 60).unwrap();
+        assert_eq!(remaining(&c), 30);
+
+        // It used 160 of its 60: the extra 100 become a debt; 170 are spent in all, so the
+        // next token is 71 refills (42.6 s) away.
+        c.settle(&limits, T0, 60, 160);
+        assert_eq!(remaining(&c), 0);
+        assert_eq!(
+            admit(&mut c, &limits, T0, 1),
+            refusal(Exceeded::TokensPerMinute, 42_600 * MS)
+        );
+        assert_eq!(admit(&mut c, &limits, T0 + 42_600 * MS, 1), Ok(()));
+        assert_eq!(c.in_flight, 1);
+    }
+
+    #[test]
+    fn a_reservation_above_tokens_per_minute_waits_for_a_full_bucket() {
+        let limits = Limits {
+            tokens_per_minute: Some(100),
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        // 500 could never fit: it passes on a full bucket and takes all of it.
+        admit(&mut c, &limits, T0, 500).unwrap();
+        assert_eq!(c.tokens_budget(&limits, T0).unwrap().remaining, 0);
+        assert_eq!(
+            admit(&mut c, &limits, T0, 500),
+            refusal(Exceeded::TokensPerMinute, 60 * S)
+        );
+        // It used 20: 80 come back.
+        c.settle(&limits, T0, 500, 20);
+        assert_eq!(c.tokens_budget(&limits, T0).unwrap().remaining, 80);
+    }
+
+    #[test]
+    fn tokens_per_day_count_to_the_end_of_the_utc_day() {
+        let limits = Limits {
+            tokens_per_day: Some(1000),
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        admit(&mut c, &limits, T0, 600).unwrap();
+        assert_eq!(
+            admit(&mut c, &limits, T0, 600),
+            refusal(Exceeded::TokensPerDay, NEXT_DAY - T0)
+        );
+        c.settle(&limits, T0, 600, 100);
+        assert_eq!(c.tokens_day.used, 100);
+        admit(&mut c, &limits, T0, 600).unwrap();
+        assert_eq!(
+            admit(&mut c, &limits, T0, 301),
+            refusal(Exceeded::TokensPerDay, NEXT_DAY - T0)
+        );
+        admit(&mut c, &limits, T0, 300).unwrap();
+        assert_eq!(c.tokens_day.used, 1000);
+
+        // The next day starts from zero; a request reserved yesterday and settled today
+        // charges today what it used.
+        c.settle(&limits, NEXT_DAY, 300, 250);
+        assert_eq!(
+            c.tokens_day,
+            WindowCount {
+                id: NEXT_DAY / S,
+                used: 250
+            }
+        );
+        admit(&mut c, &limits, NEXT_DAY, 750).unwrap();
+        assert!(admit(&mut c, &limits, NEXT_DAY, 1).is_err());
+    }
+
+    #[test]
+    fn concurrency_is_freed_by_settling() {
+        let limits = Limits {
+            max_concurrent: Some(2),
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        admit_all(&mut c, &limits, T0, 2);
+        assert_eq!(
+            admit(&mut c, &limits, T0, 0),
+            refusal(Exceeded::Concurrency, S)
+        );
+        c.settle(&limits, T0, 0, 0);
+        assert_eq!(c.in_flight, 1);
+        admit(&mut c, &limits, T0, 0).unwrap();
+        assert_eq!(c.in_flight, 2);
+        for _ in 0..3 {
+            c.settle(&limits, T0, 0, 0);
+        }
+        assert_eq!(c.in_flight, 0, "settling never goes below zero");
+    }
+
+    #[test]
+    fn the_tightest_budget_is_the_least_remaining() {
+        let limits = |rate_limit, per_minute, per_hour| Limits {
+            rate: rate_limit,
+            quota: Quota {
+                per_minute,
+                per_hour,
+                per_day: Some(1000),
+                ..Quota::default()
+            },
+            ..Limits::default()
+        };
+        // (limits, requests at T0, (name, limit, remaining, reset, window))
+        let table = [
+            // The hour quota has 3 left, the rate 8.
+            (
+                limits(rate(10, 1, 10), None, Some(5)),
+                2,
+                ("hour", 5, 3, NEXT_HOUR - T0, 3600),
+            ),
+            // The rate has none left, the hour quota 98.
+            (
+                limits(rate(2, 1, 2), None, Some(100)),
+                2,
+                ("rate", 2, 0, S, 1),
+            ),
+            // 1/m: one request empties it for a minute.
+            (
+                limits(rate(1, 60, 1), None, None),
+                1,
+                ("rate", 1, 0, 60 * S, 60),
+            ),
+            // Rate and minute quota both have 7 left: the longer reset is the tighter.
+            (
+                limits(rate(10, 1, 10), Some(10), None),
+                3,
+                ("minute", 10, 7, NEXT_MINUTE - T0, 60),
+            ),
+            // Only the day quota.
+            (
+                limits(None, None, None),
+                0,
+                ("day", 1000, 1000, NEXT_DAY - T0, 86_400),
+            ),
+        ];
+        for (limits, n, (name, limit, remaining, reset, window_secs)) in table {
+            let mut c = Counters::default();
+            admit_all(&mut c, &limits, T0, n);
+            let budget = c.tightest(&limits, T0).unwrap();
+            assert_eq!(
+                budget,
+                Budget {
+                    limit,
+                    remaining,
+                    reset,
+                    window_secs,
+                    name
+                },
+                "{limits:?}"
+            );
+            assert_eq!(
+                c.budgets(&limits, T0).count(),
+                1 + limits.rate.iter().count()
+                    + [limits.quota.per_minute, limits.quota.per_hour]
+                        .iter()
+                        .flatten()
+                        .count()
+            );
+        }
+        assert_eq!(Counters::default().tightest(&Limits::default(), T0), None);
+    }
+}
