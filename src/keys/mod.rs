@@ -247,3 +247,160 @@ pub fn owner_of(name: &str, shards: usize) -> usize {
     });
     (hash % shards.max(1) as u64) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::BytesMut;
+
+    use super::*;
+
+    /// 2026-12-04T16:02:28Z, in nanoseconds.
+    const T0: u64 = 1_796_400_148_000_000_000;
+    /// 2030-01-01T00:00:00Z, in nanoseconds.
+    const Y2030: u64 = 1_893_456_000_000_000_000;
+
+    fn head(fields: &str) -> RequestHead {
+        let text = format!("GET /v1/models HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+        RequestHead::parse(&mut BytesMut::from(text.as_bytes()), 8192, &mut Vec::new())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn config(text: &str) -> Config {
+        let text = format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{text}");
+        Config::parse(&text, Path::new("k.toml"), Path::new("/nonexistent"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn presented_key_table() {
+        let missing = Err(AuthError::Missing);
+        let table: &[(&str, Result<&[u8], AuthError>)] = &[
+            ("Authorization: Bearer kg-1\r\n", Ok(b"kg-1")),
+            ("authorization: bearer kg-1\r\n", Ok(b"kg-1")),
+            ("AUTHORIZATION: BEARER kg-1\r\n", Ok(b"kg-1")),
+            ("Authorization: bEaReR kg-1\r\n", Ok(b"kg-1")),
+            ("Authorization: Bearer    kg-1   \r\n", Ok(b"kg-1")),
+            ("x-api-key: kg-2\r\n", Ok(b"kg-2")),
+            ("X-Api-Key: kg-2\r\n", Ok(b"kg-2")),
+            ("api-key: kg-3\r\n", Ok(b"kg-3")),
+            ("API-KEY: kg-3\r\n", Ok(b"kg-3")),
+            // Bearer first, then x-api-key, then api-key.
+            ("api-key: kg-3\r\nx-api-key: kg-2\r\n", Ok(b"kg-2")),
+            (
+                "x-api-key: kg-2\r\nAuthorization: Bearer kg-1\r\n",
+                Ok(b"kg-1"),
+            ),
+            // Another scheme is not a client key; the other fields still count.
+            ("Authorization: Basic a2c6MQ==\r\n", missing),
+            (
+                "Authorization: Basic a2c6MQ==\r\napi-key: kg-3\r\n",
+                Ok(b"kg-3"),
+            ),
+            ("Authorization: Bearerkg-1\r\n", missing),
+            // Empty values are no key at all.
+            ("", missing),
+            ("Authorization: Bearer\r\n", missing),
+            ("Authorization: Bearer    \r\n", missing),
+            ("x-api-key: \r\n", missing),
+            ("x-api-key:\r\napi-key: kg-3\r\n", Ok(b"kg-3")),
+            ("api-key: \r\n", missing),
+        ];
+        for (fields, expected) in table {
+            let head = head(fields);
+            assert_eq!(presented(&head), *expected, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn authenticate_table() {
+        let table = KeyTable::new(
+            &config(
+                "[[client_key]]\nid = \"valid\"\nsecret = \"kg-valid\"\n\
+                 [[client_key]]\nid = \"old\"\nsecret = \"kg-old\"\nexpires = 2020-01-01T00:00:00Z\n\
+                 [[client_key]]\nid = \"hashed\"\n\
+                 secret_sha256 = \"3818212250247150773f11edf4640af4b3f96cd9a5747e55a7362b307e3e8924\"\n\
+                 [[client_key]]\nid = \"later\"\nsecret = \"kg-later\"\nexpires = \"2030-01-01T09:00:00+09:00\"\n",
+            ),
+            2,
+        );
+        let id = |presented: &[u8], now| table.authenticate(presented, now).map(|k| &*k.id);
+        let cases: &[(&[u8], u64, Result<&str, AuthError>)] = &[
+            (b"kg-valid", T0, Ok("valid")),
+            (b"kg-valid", u64::MAX, Ok("valid")),
+            (b"KG-VALID", T0, Err(AuthError::Unknown)),
+            (b"kg-valid ", T0, Err(AuthError::Unknown)),
+            (b"kg-unknown", T0, Err(AuthError::Unknown)),
+            (b"", T0, Err(AuthError::Unknown)),
+            (b"kg-old", T0, Err(AuthError::Expired)),
+            (b"kg-later", T0, Ok("later")),
+            (b"kg-later", Y2030 - 1, Ok("later")),
+            (b"kg-later", Y2030, Err(AuthError::Expired)),
+            // Stored only as its digest, found all the same.
+            (b"kg-hashed", T0, Ok("hashed")),
+        ];
+        for (presented, now, expected) in cases {
+            assert_eq!(
+                id(presented, *now),
+                *expected,
+                "{}",
+                String::from_utf8_lossy(presented)
+            );
+        }
+    }
+
+    #[test]
+    fn owner_of_is_stable_and_in_range() {
+        // FNV-1a 64: fixed values, so a key keeps its shard across runs and builds.
+        let table = [
+            ("", 1000, 37),
+            ("a", 1000, 996),
+            ("acme", 1000, 87),
+            ("acme-dev", 1000, 301),
+            ("k1", 7, 0),
+            ("k2", 7, 5),
+            ("acme", 2, 1),
+            ("a", 2, 0),
+            ("anything", 1, 0),
+            ("anything", 0, 0),
+        ];
+        for (name, shards, owner) in table {
+            assert_eq!(owner_of(name, shards), owner, "{name:?} over {shards}");
+        }
+        for shards in 1..=16 {
+            let mut seen = vec![0; shards];
+            for i in 0..500 {
+                let name = format!("key-{i}");
+                let owner = owner_of(&name, shards);
+                assert!(owner < shards);
+                assert_eq!(owner, owner_of(&name, shards));
+                seen[owner] += 1;
+            }
+            assert!(seen.iter().all(|&n| n > 0), "{shards} shards: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn keys_of_one_tenant_share_its_owner() {
+        let config = config(
+            "[[tenant]]\nname = \"acme\"\n\
+             [[client_key]]\nid = \"k1\"\ntenant = \"acme\"\nsecret = \"s1\"\n\
+             [[client_key]]\nid = \"k2\"\ntenant = \"acme\"\nsecret = \"s2\"\n\
+             [[client_key]]\nid = \"acme-dev\"\ntenant = \"acme\"\nsecret = \"s3\"\n\
+             [[client_key]]\nid = \"alone\"\nsecret = \"s4\"\n",
+        );
+        for shards in 1..=8 {
+            let table = KeyTable::new(&config, shards);
+            let owners: Vec<usize> = table.keys().iter().map(|k| k.owner).collect();
+            let acme = owner_of("acme", shards);
+            assert_eq!(owners[..3], [acme; 3], "{shards} shards");
+            assert_eq!(owners[3], owner_of("alone", shards));
+            assert_eq!(table.keys()[0].tenant, Some(0));
+            assert_eq!(table.keys()[3].tenant, None);
+        }
+        // Over 7 shards the keys would have spread alone (k1 on 0, k2 on 5).
+        assert_eq!(KeyTable::new(&config, 7).keys()[1].owner, 3);
+    }
+}

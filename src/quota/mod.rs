@@ -160,3 +160,204 @@ impl QuotaBook {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// 2026-12-04T16:02:28Z.
+    const T0: u64 = 1_796_400_148 * SECOND;
+
+    /// Tenant "acme" (3 an hour, 2 in flight) with keys "a" (its own rate 1/s) and "b" (its
+    /// own hourly quota of 10, one in flight), and "solo" without a tenant.
+    const CONFIG: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[[tenant]]
+name = "acme"
+quota = { per_hour = 3 }
+max_concurrent = 2
+tokens_per_minute = 1000
+
+[[client_key]]
+id = "a"
+tenant = "acme"
+secret = "kg-a"
+rate = "1/s"
+burst = 1
+
+[[client_key]]
+id = "b"
+tenant = "acme"
+secret = "kg-b"
+quota = { per_hour = 10 }
+max_concurrent = 1
+
+[[client_key]]
+id = "solo"
+secret = "kg-solo"
+quota = { per_hour = 2 }
+"#;
+
+    fn table() -> KeyTable {
+        let config = Config::parse(CONFIG, Path::new("q.toml"), Path::new("/nonexistent"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        KeyTable::new(&config, 1)
+    }
+
+    fn key<'a>(table: &'a KeyTable, id: &str) -> &'a ClientKey {
+        table.keys().iter().find(|k| &*k.id == id).unwrap()
+    }
+
+    fn tenant_counters(book: &QuotaBook) -> Counters {
+        book.entries()
+            .find(|(tenant, _, _)| *tenant)
+            .map(|(_, _, counters)| counters.clone())
+            .unwrap_or_default()
+    }
+
+    fn key_counters(book: &QuotaBook, key: &ClientKey) -> Counters {
+        book.key_counters(key.index).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_request_counts_against_its_key_and_its_tenant() {
+        let table = table();
+        let (a, b) = (key(&table, "a"), key(&table, "b"));
+        let mut book = QuotaBook::default();
+        book.admit(&table, a, T0, 0).unwrap();
+        book.settle(&table, a, T0, 0, 0);
+        book.admit(&table, b, T0, 0).unwrap();
+        book.settle(&table, b, T0, 0, 0);
+        assert_eq!(key_counters(&book, b).windows[1].used, 1);
+        assert_eq!(tenant_counters(&book).windows[1].used, 2);
+
+        // One left for the tenant; b's own quota has 9.
+        book.admit(&table, b, T0, 0).unwrap();
+        book.settle(&table, b, T0, 0, 0);
+        let refused = book.admit(&table, b, T0, 0).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
+        assert_eq!(tenant_counters(&book).windows[1].used, 3);
+    }
+
+    #[test]
+    fn a_refusal_by_the_tenant_leaves_the_key_alone() {
+        let table = table();
+        let (a, b) = (key(&table, "a"), key(&table, "b"));
+        let mut book = QuotaBook::default();
+        for at in [T0, T0 + 2 * SECOND, T0 + 4 * SECOND] {
+            book.admit(&table, a, at, 0).unwrap();
+            book.settle(&table, a, at, 0, 0);
+        }
+        let (key_before, tenant_before) = (key_counters(&book, b), tenant_counters(&book));
+        let refused = book.admit(&table, b, T0 + 5 * SECOND, 10).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
+        assert_eq!(key_counters(&book, b), key_before);
+        assert_eq!(tenant_counters(&book), tenant_before);
+    }
+
+    #[test]
+    fn a_refusal_by_the_key_leaves_the_tenant_alone() {
+        let table = table();
+        let a = key(&table, "a");
+        let mut book = QuotaBook::default();
+        book.admit(&table, a, T0, 10).unwrap();
+        let (key_before, tenant_before) = (key_counters(&book, a), tenant_counters(&book));
+        // a's own rate (1/s) refuses; the tenant would have room.
+        let refused = book.admit(&table, a, T0, 10).unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal {
+                exceeded: Exceeded::Rate,
+                retry_after: SECOND
+            }
+        );
+        assert_eq!(key_counters(&book, a), key_before);
+        assert_eq!(tenant_counters(&book), tenant_before);
+        assert_eq!(tenant_before.in_flight, 1);
+    }
+
+    #[test]
+    fn settling_frees_concurrency_of_key_and_tenant() {
+        let table = table();
+        let (a, b) = (key(&table, "a"), key(&table, "b"));
+        let mut book = QuotaBook::default();
+        book.admit(&table, b, T0, 0).unwrap();
+        // b holds its one slot; the tenant has another.
+        let refused = book.admit(&table, b, T0, 0).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::Concurrency);
+        assert_eq!(tenant_counters(&book).in_flight, 1);
+        book.admit(&table, a, T0, 0).unwrap();
+        // The tenant's two slots are taken now: a is refused though its own limits have room.
+        let refused = book.admit(&table, a, T0 + SECOND, 0).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::Concurrency);
+
+        book.settle(&table, b, T0 + SECOND, 0, 0);
+        assert_eq!(key_counters(&book, b).in_flight, 0);
+        assert_eq!(tenant_counters(&book).in_flight, 1);
+        book.admit(&table, a, T0 + SECOND, 0).unwrap();
+        assert_eq!(tenant_counters(&book).in_flight, 2);
+    }
+
+    #[test]
+    fn tokens_are_settled_on_the_tenant_too() {
+        let table = table();
+        let a = key(&table, "a");
+        let mut book = QuotaBook::default();
+        book.admit(&table, a, T0, 900).unwrap();
+        assert!(book.admit(&table, a, T0 + SECOND, 200).is_err());
+        book.settle(&table, a, T0 + SECOND, 900, 100);
+        // 100 spent: 900 left, 200 fit.
+        book.admit(&table, a, T0 + SECOND, 200).unwrap();
+    }
+
+    #[test]
+    fn a_key_without_tenant_has_only_its_own_limits() {
+        let table = table();
+        let solo = key(&table, "solo");
+        let mut book = QuotaBook::default();
+        for _ in 0..2 {
+            book.admit(&table, solo, T0, 0).unwrap();
+        }
+        let refused = book.admit(&table, solo, T0, 0).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
+        assert!(book.entries().all(|(tenant, _, _)| !tenant));
+        let budget = book.tightest(solo, T0).unwrap();
+        assert_eq!(
+            (budget.name, budget.limit, budget.remaining),
+            ("hour", 2, 0)
+        );
+    }
+
+    #[test]
+    fn restored_counters_start_with_nothing_in_flight() {
+        let table = table();
+        let b = key(&table, "b");
+        let mut book = QuotaBook::default();
+        assert_eq!(book.entries().count(), 0);
+        book.restore(
+            false,
+            b.index,
+            Counters {
+                in_flight: 1,
+                windows: [
+                    WindowCount::default(),
+                    WindowCount {
+                        id: T0 / SECOND / 3600 * 3600,
+                        used: 10,
+                    },
+                    WindowCount::default(),
+                    WindowCount::default(),
+                ],
+                ..Counters::default()
+            },
+        );
+        assert_eq!(key_counters(&book, b).in_flight, 0);
+        let refused = book.admit(&table, b, T0, 0).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
+    }
+}
