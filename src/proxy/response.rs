@@ -168,9 +168,11 @@ impl ClientConn {
                 let step = decoder
                     .decode(&conn.buf[pos..])
                     .map_err(|_| Error::UpstreamProtocol("malformed chunked response body"))?;
+                let data = pos + step.data.start..pos + step.data.end;
+                // The scanner reads the body's data, framing removed, like any other body.
+                self.scan(&conn.buf[data.clone()]);
                 if dechunk {
-                    self.out
-                        .put_slice(&conn.buf[pos + step.data.start..pos + step.data.end]);
+                    self.out.put_slice(&conn.buf[data]);
                 }
                 pos += step.consumed;
             }
