@@ -78,7 +78,15 @@ impl ClientConn {
         let counts_tokens = limits.tokens_per_minute.is_some()
             || limits.tokens_per_day.is_some()
             || tenant_counts_tokens;
-        let reserved = if counts_tokens {
+        // Every provider's completion call is a request with a body; one without (a model
+        // list, say) asks for no completion and reserves nothing. Whatever usage it reports
+        // is still charged when it is settled.
+        let has_body = match body {
+            RequestBody::Empty => false,
+            RequestBody::Buffered(bytes) => !bytes.is_empty(),
+            RequestBody::Streamed(_) | RequestBody::Chunked => true,
+        };
+        let reserved = if counts_tokens && has_body {
             facts.reservation(shard.limits.default_max_tokens)
         } else {
             0
