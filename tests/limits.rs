@@ -506,3 +506,28 @@ fn parse_reset(text: &str) -> f64 {
     }
     total
 }
+
+/// A request that asks for no completion (no body: `GET /v1/models`) reserves no tokens: it
+/// must not take a key's token budget, which counts the upstream's reported usage.
+#[test]
+fn a_request_without_a_body_reserves_no_tokens() {
+    let mock = start_mock(&[]);
+    let keys = client_key("tok", "tokens_per_minute = 100");
+    let gateway = Gateway::start(&keyed_config(2, mock.addr, "", &keys));
+    let mut client = Client::connect(gateway.addr());
+
+    for _ in 0..3 {
+        client.send(&get_models("kg-tok"));
+        let response = client.read_response(false);
+        assert_eq!(response.status, 200, "{}", response.raw_head);
+        assert_eq!(
+            header_u64(&response, "x-ratelimit-remaining-tokens"),
+            100,
+            "{}",
+            response.raw_head
+        );
+    }
+    client.send(&chat("kg-tok", &chat_body(90, false), "x-mock-tokens: 5\r\n"));
+    let response = client.read_response(false);
+    assert_eq!(response.status, 200, "{}", response.raw_head);
+}
