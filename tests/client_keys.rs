@@ -158,3 +158,103 @@ fn a_model_outside_the_keys_models_is_forbidden() {
     assert_eq!(response.status, 200, "{}", response.raw_head);
     assert!(String::from_utf8_lossy(&echo.only().body).contains("\"gpt-4o-mini\""));
 }
+
+/// A connection handed to the key's owner takes along the bytes already read: bodies (small
+/// and larger than one read), and requests pipelined behind the first, arrive whole and in
+/// order.
+#[test]
+fn a_handed_over_connection_keeps_its_bytes() {
+    let echo = Echo::start("echo");
+    let gateway = Gateway::start_with_env(&keyed_config(2, echo.addr(), "", KEYS), DEBUG_LOG);
+    let body = |n: usize, size: usize| -> Vec<u8> {
+        (0..size).map(|i| b'a' + ((i * 7 + n) % 26) as u8).collect()
+    };
+    let post = |path: &str, body: &[u8]| {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nx-api-key: kg-live-0001\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        request
+    };
+
+    // Twelve connections, each a body sent with its head in one write.
+    let sizes = [10, 5000, 40_000, 200_000];
+    for n in 0..12 {
+        let size = sizes[n % sizes.len()];
+        let response = roundtrip(gateway.addr(), &post(&format!("/b/{n}"), &body(n, size)));
+        assert_eq!(response.status, 200, "{}", response.raw_head);
+        assert_eq!(response.body_text(), format!("echo /b/{n}"));
+    }
+
+    // Three requests in one write, on each of four connections.
+    for c in 0..4 {
+        let mut client = Client::connect(gateway.addr());
+        let mut batch = Vec::new();
+        for i in 0..3 {
+            batch.extend(post(&format!("/p/{c}/{i}"), &body(i, 100 + i)));
+        }
+        client.send(&batch);
+        for i in 0..3 {
+            let response = client.read_response(false);
+            assert_eq!(response.body_text(), format!("echo /p/{c}/{i}"));
+        }
+    }
+
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 12 + 12);
+    for request in &seen {
+        let target = request.target();
+        let expected = match target.split('/').collect::<Vec<_>>()[..] {
+            ["", "b", n] => {
+                let n: usize = n.parse().unwrap();
+                body(n, sizes[n % sizes.len()])
+            }
+            ["", "p", _, i] => {
+                let i: usize = i.parse().unwrap();
+                body(i, 100 + i)
+            }
+            _ => panic!("unexpected target {target}"),
+        };
+        assert!(
+            request.body == expected,
+            "{target}: body changed on the way"
+        );
+    }
+    assert!(handoffs(&gateway) > 0, "no connection was handed over");
+}
+
+/// One connection presenting, in turn, two keys owned by different shards is handed back and
+/// forth, and each key's quota stays exact.
+#[test]
+fn keys_of_different_owners_share_one_connection() {
+    let echo = Echo::start("echo");
+    // Over two shards "k1" belongs to shard 1 and "k2" to shard 0 (FNV-1a).
+    let keys = client_key("k1", "quota = { per_hour = 5 }")
+        + &client_key("k2", "quota = { per_hour = 5 }");
+    let gateway = Gateway::start_with_env(&keyed_config(2, echo.addr(), "", &keys), DEBUG_LOG);
+    stay_in_one_window(3600, std::time::Duration::from_secs(30));
+
+    let mut client = Client::connect(gateway.addr());
+    let mut passed = [0, 0];
+    for round in 0..8 {
+        for (k, secret) in ["kg-k1", "kg-k2"].into_iter().enumerate() {
+            client.send(&get_models(secret));
+            let response = client.read_response(false);
+            match response.status {
+                200 => passed[k] += 1,
+                _ => assert_error(&response, 429, "quota_exceeded"),
+            }
+            let expected = 5u64.saturating_sub(round + 1);
+            assert_eq!(
+                header_u64(&response, "x-ratelimit-remaining-requests"),
+                expected
+            );
+        }
+    }
+    assert_eq!(passed, [5, 5]);
+    // At least one switch of owner per round trip of keys.
+    assert!(handoffs(&gateway) >= 8, "{}", handoffs(&gateway));
+}

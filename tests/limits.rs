@@ -527,7 +527,11 @@ fn a_request_without_a_body_reserves_no_tokens() {
             response.raw_head
         );
     }
-    client.send(&chat("kg-tok", &chat_body(90, false), "x-mock-tokens: 5\r\n"));
+    client.send(&chat(
+        "kg-tok",
+        &chat_body(90, false),
+        "x-mock-tokens: 5\r\n",
+    ));
     let response = client.read_response(false);
     assert_eq!(response.status, 200, "{}", response.raw_head);
 }
