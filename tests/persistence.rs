@@ -79,6 +79,36 @@ fn counts_survive_a_clean_stop() {
     assert_eq!(use_key(&gateway, 3), [200, 200, 429]);
 }
 
+/// A tenant's counters are persisted and restored like a key's.
+#[test]
+fn tenant_counts_survive_a_clean_stop() {
+    let mock = start_mock(&[]);
+    let state = TempDir::new("state");
+    let gateway_extra = format!("state_dir = {:?}", state.0.display().to_string());
+    let rest = "[[tenant]]\nname = \"acme\"\nquota = { per_hour = 5 }\n\n".to_owned()
+        + &client_key("t1", "tenant = \"acme\"")
+        + &client_key("t2", "tenant = \"acme\"");
+    let config = keyed_config(2, mock.addr, &gateway_extra, &rest);
+    stay_in_one_window(3600, Duration::from_secs(30));
+    let statuses = |gateway: &Gateway, keys: &[&str]| -> Vec<u16> {
+        keys.iter()
+            .map(|key| roundtrip(gateway.addr(), &get_models(key)).status)
+            .collect()
+    };
+
+    let mut gateway = Gateway::start(&config);
+    assert_eq!(statuses(&gateway, &["kg-t1", "kg-t2", "kg-t1"]), [200; 3]);
+    gateway.process.signal("TERM");
+    let status = gateway.process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+
+    let gateway = Gateway::start(&config);
+    assert_eq!(
+        statuses(&gateway, &["kg-t2", "kg-t2", "kg-t2"]),
+        [200, 200, 429]
+    );
+}
+
 /// Snapshots are read whatever shard count wrote them: the key's new owner takes its counts.
 #[test]
 fn counts_survive_a_change_of_shard_count() {
