@@ -187,8 +187,10 @@ impl Counters {
         if let Some(tat) = grant.tokens_tat {
             self.tokens_tat = tat;
         }
-        if limits.tokens_per_day.is_some() {
-            self.tokens_day.add(Window::Day, now, grant.tokens);
+        if let Some(per_day) = limits.tokens_per_day {
+            // As checked and as settled: a reservation counts at most a whole day.
+            self.tokens_day
+                .add(Window::Day, now, grant.tokens.min(per_day));
         }
         self.in_flight += 1;
     }
@@ -734,6 +736,25 @@ mod tests {
         );
         admit(&mut c, &limits, NEXT_DAY, 750).unwrap();
         assert!(admit(&mut c, &limits, NEXT_DAY, 1).is_err());
+    }
+
+    #[test]
+    fn a_reservation_above_tokens_per_day_is_settled_to_what_was_used() {
+        let limits = Limits {
+            tokens_per_day: Some(1000),
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        // 5000 could never fit a day of 1000: on an unused day it passes, holding all 1000.
+        admit(&mut c, &limits, T0, 5000).unwrap();
+        assert_eq!(
+            admit(&mut c, &limits, T0, 1),
+            refusal(Exceeded::TokensPerDay, NEXT_DAY - T0)
+        );
+        // It used 100: that is what the day is charged, and 900 remain.
+        c.settle(&limits, T0, 5000, 100);
+        assert_eq!(c.tokens_day.used, 100);
+        admit(&mut c, &limits, T0, 900).unwrap();
     }
 
     #[test]
