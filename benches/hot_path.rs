@@ -121,9 +121,9 @@ fn admit(c: &mut Criterion) {
             let key = table.key(order[i % order.len()]);
             i += 1;
             tick += 1_000;
-            let admitted = book.admit(&table, key, tick, 0).is_ok();
-            book.settle(&table, key, tick, 0, 0);
-            black_box(admitted)
+            if let Ok(reservation) = book.admit(&table, key, tick, 0) {
+                book.settle(&table, key, tick, reservation, 0);
+            }
         })
     });
     group.bench_function("authenticate_sha256_lookup", |b| {

@@ -11,6 +11,7 @@ use super::Error;
 use crate::ai::RequestFacts;
 use crate::http::RequestHead;
 use crate::keys::ClientKey;
+use crate::quota::Reservation;
 use crate::shard::Shard;
 use crate::upstream::Upstream;
 
@@ -18,7 +19,7 @@ use crate::upstream::Upstream;
 pub(super) struct Permit {
     shard: Rc<Shard>,
     key: u32,
-    reserved: u64,
+    reservation: Reservation,
     used: Cell<Option<u64>>,
 }
 
@@ -33,13 +34,16 @@ impl Drop for Permit {
     fn drop(&mut self) {
         // Without a reported usage the reservation stands: an exchange that failed or was
         // cut off may still have cost tokens upstream.
-        let used = self.used.get().unwrap_or(self.reserved);
+        let used = self.used.get().unwrap_or(self.reservation.tokens());
         let shard = &self.shard;
         let key = shard.keys.key(self.key);
-        shard
-            .quota
-            .borrow_mut()
-            .settle(&shard.keys, key, shard.clock.now(), self.reserved, used);
+        shard.quota.borrow_mut().settle(
+            &shard.keys,
+            key,
+            shard.clock.now(),
+            self.reservation,
+            used,
+        );
         shard.quota_dirty.set(true);
     }
 }
@@ -93,7 +97,7 @@ impl ClientConn {
         };
 
         let now = shard.clock.now();
-        shard
+        let reservation = shard
             .quota
             .borrow_mut()
             .admit(&shard.keys, key, now, reserved)
@@ -103,7 +107,7 @@ impl ClientConn {
         Ok(Permit {
             shard,
             key: key.index,
-            reserved,
+            reservation,
             used: Cell::new(None),
         })
     }

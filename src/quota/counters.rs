@@ -100,6 +100,29 @@ pub struct Refusal {
     pub retry_after: u64,
 }
 
+/// What an admitted request holds of one principal's counters until it is settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hold {
+    /// Tokens reserved.
+    pub tokens: u64,
+    /// When it was admitted (ns since the epoch).
+    pub at: u64,
+    /// The tokens-per-minute TAT right after the reservation: where it ends in the bucket.
+    pub tokens_tat: u64,
+}
+
+impl Hold {
+    /// A hold of `tokens` admitted at `at` of which nothing has drained yet, for tests.
+    #[cfg(test)]
+    pub fn fresh(at: u64, tokens: u64) -> Hold {
+        Hold {
+            tokens,
+            at,
+            tokens_tat: u64::MAX,
+        }
+    }
+}
+
 /// What passing the check would change, computed without changing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
@@ -175,7 +198,7 @@ impl Counters {
     }
 
     /// Applies a grant from [`Counters::check`] made at the same `now`.
-    pub fn commit(&mut self, limits: &Limits, now: u64, grant: Grant) {
+    pub fn commit(&mut self, limits: &Limits, now: u64, grant: Grant) -> Hold {
         if let Some(tat) = grant.rate_tat {
             self.rate_tat = tat;
         }
@@ -193,27 +216,45 @@ impl Counters {
                 .add(Window::Day, now, grant.tokens.min(per_day));
         }
         self.in_flight += 1;
+        Hold {
+            tokens: grant.tokens,
+            at: now,
+            tokens_tat: grant.tokens_tat.unwrap_or(0),
+        }
     }
 
-    /// Ends a request that reserved `reserved` tokens and used `used`: the difference is
-    /// charged or given back, and its concurrency slot freed.
-    pub fn settle(&mut self, limits: &Limits, now: u64, reserved: u64, used: u64) {
+    /// Ends a request that held `hold` and used `used` tokens: the difference is charged or
+    /// given back, and its concurrency slot freed.
+    ///
+    /// Only what is still in the buckets comes back. The tokens-per-minute bucket drains in
+    /// order of admission, so the reservation occupies the stretch of the bucket's timeline
+    /// that ends at the TAT its admission set; whatever of that stretch lies before `now`
+    /// has drained already, and refunding it would credit the bucket twice. Likewise a
+    /// reservation made on an earlier UTC day is not taken back from today's count.
+    pub fn settle(&mut self, limits: &Limits, now: u64, hold: Hold, used: u64) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(per_minute) = limits.tokens_per_minute {
             let interval = Bucket::new(per_minute, 60 * SECOND, per_minute).interval;
-            let reserved = reserved.min(per_minute);
+            let reserved = hold.tokens.min(per_minute);
             if used >= reserved {
                 let extra = (used - reserved).saturating_mul(interval);
                 self.tokens_tat = self.tokens_tat.max(now).saturating_add(extra);
             } else {
+                let start = hold
+                    .tokens_tat
+                    .saturating_sub(reserved.saturating_mul(interval));
+                let undrained = hold.tokens_tat.saturating_sub(now.max(start)) / interval;
+                let refund = (reserved - used).min(undrained);
                 self.tokens_tat = self
                     .tokens_tat
-                    .saturating_sub((reserved - used).saturating_mul(interval));
+                    .saturating_sub(refund.saturating_mul(interval));
             }
         }
         if let Some(per_day) = limits.tokens_per_day {
-            let reserved = reserved.min(per_day);
-            if self.tokens_day.id == Window::Day.bounds(now).0 {
+            let reserved = hold.tokens.min(per_day);
+            let today = Window::Day.bounds(now).0;
+            let reserved_today = Window::Day.bounds(hold.at).0 == today;
+            if reserved_today && self.tokens_day.id == today {
                 self.tokens_day.used = (self.tokens_day.used + used).saturating_sub(reserved);
             } else {
                 self.tokens_day.add(Window::Day, now, used);
@@ -666,14 +707,14 @@ mod tests {
         );
 
         // The request used 10 of its 60: the 50 come back, and the same request now fits.
-        c.settle(&limits, T0, 60, 10);
+        c.settle(&limits, T0, Hold::fresh(T0, 60), 10);
         assert_eq!(remaining(&c), 90);
         admit(&mut c, &limits, T0, 60).unwrap();
         assert_eq!(remaining(&c), 30);
 
         // It used 160 of its 60: the extra 100 become a debt; 170 are spent in all, so the
         // next token is 71 refills (42.6 s) away.
-        c.settle(&limits, T0, 60, 160);
+        c.settle(&limits, T0, Hold::fresh(T0, 60), 160);
         assert_eq!(remaining(&c), 0);
         assert_eq!(
             admit(&mut c, &limits, T0, 1),
@@ -698,7 +739,7 @@ mod tests {
             refusal(Exceeded::TokensPerMinute, 60 * S)
         );
         // It used 20: 80 come back.
-        c.settle(&limits, T0, 500, 20);
+        c.settle(&limits, T0, Hold::fresh(T0, 500), 20);
         assert_eq!(c.tokens_budget(&limits, T0).unwrap().remaining, 80);
     }
 
@@ -714,7 +755,7 @@ mod tests {
             admit(&mut c, &limits, T0, 600),
             refusal(Exceeded::TokensPerDay, NEXT_DAY - T0)
         );
-        c.settle(&limits, T0, 600, 100);
+        c.settle(&limits, T0, Hold::fresh(T0, 600), 100);
         assert_eq!(c.tokens_day.used, 100);
         admit(&mut c, &limits, T0, 600).unwrap();
         assert_eq!(
@@ -726,7 +767,7 @@ mod tests {
 
         // The next day starts from zero; a request reserved yesterday and settled today
         // charges today what it used.
-        c.settle(&limits, NEXT_DAY, 300, 250);
+        c.settle(&limits, NEXT_DAY, Hold::fresh(T0, 300), 250);
         assert_eq!(
             c.tokens_day,
             WindowCount {
@@ -752,7 +793,7 @@ mod tests {
             refusal(Exceeded::TokensPerDay, NEXT_DAY - T0)
         );
         // It used 100: that is what the day is charged, and 900 remain.
-        c.settle(&limits, T0, 5000, 100);
+        c.settle(&limits, T0, Hold::fresh(T0, 5000), 100);
         assert_eq!(c.tokens_day.used, 100);
         admit(&mut c, &limits, T0, 900).unwrap();
     }
@@ -769,12 +810,12 @@ mod tests {
             admit(&mut c, &limits, T0, 0),
             refusal(Exceeded::Concurrency, S)
         );
-        c.settle(&limits, T0, 0, 0);
+        c.settle(&limits, T0, Hold::fresh(T0, 0), 0);
         assert_eq!(c.in_flight, 1);
         admit(&mut c, &limits, T0, 0).unwrap();
         assert_eq!(c.in_flight, 2);
         for _ in 0..3 {
-            c.settle(&limits, T0, 0, 0);
+            c.settle(&limits, T0, Hold::fresh(T0, 0), 0);
         }
         assert_eq!(c.in_flight, 0, "settling never goes below zero");
     }
@@ -849,5 +890,54 @@ mod tests {
             );
         }
         assert_eq!(Counters::default().tightest(&Limits::default(), T0), None);
+    }
+
+    #[test]
+    fn a_refund_never_returns_tokens_the_bucket_already_drained() {
+        let limits = Limits {
+            tokens_per_minute: Some(100),
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        let first = c.commit(&limits, T0, c.check(&limits, T0, 100).unwrap());
+
+        // A minute later the first reservation has drained; a second one takes the bucket.
+        let later = T0 + 60 * S;
+        let grant = c.check(&limits, later, 100).unwrap();
+        c.commit(&limits, later, grant);
+
+        // The first request ends now having used nothing: its 100 tokens are long gone from
+        // the bucket, so nothing comes back and the second request's charge stands.
+        c.settle(&limits, later + S, first, 0);
+        assert_eq!(
+            c.check(&limits, later + S, 100).map(|_| ()),
+            Err(Refusal {
+                exceeded: Exceeded::TokensPerMinute,
+                retry_after: 59 * S
+            })
+        );
+    }
+
+    #[test]
+    fn a_reservation_from_yesterday_is_not_taken_back_from_today() {
+        let limits = Limits {
+            tokens_per_day: Some(1000),
+            ..Limits::default()
+        };
+        let mut c = Counters::default();
+        let yesterday = c.commit(&limits, T0, c.check(&limits, T0, 300).unwrap());
+        let grant = c.check(&limits, NEXT_DAY, 300).unwrap();
+        c.commit(&limits, NEXT_DAY, grant);
+
+        // Yesterday's request ends today: today counts its usage on top of today's
+        // reservation, and does not lose yesterday's 300.
+        c.settle(&limits, NEXT_DAY, yesterday, 250);
+        assert_eq!(
+            c.tokens_day,
+            WindowCount {
+                id: NEXT_DAY / S,
+                used: 550
+            }
+        );
     }
 }

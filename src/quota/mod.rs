@@ -14,10 +14,35 @@ pub mod journal;
 use std::collections::HashMap;
 
 pub use clock::{Clock, Window, SECOND};
-pub use counters::{Budget, Counters, Exceeded, Grant, Refusal, WindowCount};
+pub use counters::{Budget, Counters, Exceeded, Grant, Hold, Refusal, WindowCount};
 pub use gcra::Bucket;
 
 use crate::keys::{ClientKey, KeyTable};
+
+/// What an admitted request holds of its key's and its tenant's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// The key's part.
+    pub key: Hold,
+    /// The tenant's part (empty without a tenant).
+    pub tenant: Hold,
+}
+
+impl Reservation {
+    /// Tokens reserved.
+    pub fn tokens(&self) -> u64 {
+        self.key.tokens
+    }
+
+    /// A reservation of `tokens` admitted at `at` of which nothing has drained, for tests.
+    #[cfg(test)]
+    pub fn fresh(at: u64, tokens: u64) -> Reservation {
+        Reservation {
+            key: Hold::fresh(at, tokens),
+            tenant: Hold::fresh(at, tokens),
+        }
+    }
+}
 
 /// Counters of a principal never seen on this shard.
 static FRESH: Counters = Counters {
@@ -45,7 +70,7 @@ impl QuotaBook {
         key: &ClientKey,
         now: u64,
         tokens: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Reservation, Refusal> {
         let tenant = key.tenant.map(|index| (index, &table.tenant(index).limits));
         let key_grant = self
             .keys
@@ -67,15 +92,16 @@ impl QuotaBook {
             }
             (Err(refusal), _) | (_, Some(Err(refusal))) => return Err(refusal),
         };
+        let mut reservation = Reservation::default();
         if let Some(counters) = self.keys.get_mut(&key.index) {
-            counters.commit(&key.limits, now, key_grant);
+            reservation.key = counters.commit(&key.limits, now, key_grant);
         }
         if let (Some((index, limits)), Some(grant)) = (tenant, tenant_grant) {
             if let Some(counters) = self.tenants.get_mut(&index) {
-                counters.commit(limits, now, grant);
+                reservation.tenant = counters.commit(limits, now, grant);
             }
         }
-        Ok(())
+        Ok(reservation)
     }
 
     /// Ends an admitted request: frees its concurrency slot and settles its tokens.
@@ -84,15 +110,15 @@ impl QuotaBook {
         table: &KeyTable,
         key: &ClientKey,
         now: u64,
-        reserved: u64,
+        reservation: Reservation,
         used: u64,
     ) {
         if let Some(counters) = self.keys.get_mut(&key.index) {
-            counters.settle(&key.limits, now, reserved, used);
+            counters.settle(&key.limits, now, reservation.key, used);
         }
         if let Some(index) = key.tenant {
             if let Some(counters) = self.tenants.get_mut(&index) {
-                counters.settle(&table.tenant(index).limits, now, reserved, used);
+                counters.settle(&table.tenant(index).limits, now, reservation.tenant, used);
             }
         }
     }
@@ -230,15 +256,15 @@ quota = { per_hour = 2 }
         let (a, b) = (key(&table, "a"), key(&table, "b"));
         let mut book = QuotaBook::default();
         book.admit(&table, a, T0, 0).unwrap();
-        book.settle(&table, a, T0, 0, 0);
+        book.settle(&table, a, T0, Reservation::fresh(T0, 0), 0);
         book.admit(&table, b, T0, 0).unwrap();
-        book.settle(&table, b, T0, 0, 0);
+        book.settle(&table, b, T0, Reservation::fresh(T0, 0), 0);
         assert_eq!(key_counters(&book, b).windows[1].used, 1);
         assert_eq!(tenant_counters(&book).windows[1].used, 2);
 
         // One left for the tenant; b's own quota has 9.
         book.admit(&table, b, T0, 0).unwrap();
-        book.settle(&table, b, T0, 0, 0);
+        book.settle(&table, b, T0, Reservation::fresh(T0, 0), 0);
         let refused = book.admit(&table, b, T0, 0).unwrap_err();
         assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
         assert_eq!(tenant_counters(&book).windows[1].used, 3);
@@ -251,7 +277,7 @@ quota = { per_hour = 2 }
         let mut book = QuotaBook::default();
         for at in [T0, T0 + 2 * SECOND, T0 + 4 * SECOND] {
             book.admit(&table, a, at, 0).unwrap();
-            book.settle(&table, a, at, 0, 0);
+            book.settle(&table, a, at, Reservation::fresh(at, 0), 0);
         }
         let (key_before, tenant_before) = (key_counters(&book, b), tenant_counters(&book));
         let refused = book.admit(&table, b, T0 + 5 * SECOND, 10).unwrap_err();
@@ -296,7 +322,13 @@ quota = { per_hour = 2 }
         let refused = book.admit(&table, a, T0 + SECOND, 0).unwrap_err();
         assert_eq!(refused.exceeded, Exceeded::Concurrency);
 
-        book.settle(&table, b, T0 + SECOND, 0, 0);
+        book.settle(
+            &table,
+            b,
+            T0 + SECOND,
+            Reservation::fresh(T0 + SECOND, 0),
+            0,
+        );
         assert_eq!(key_counters(&book, b).in_flight, 0);
         assert_eq!(tenant_counters(&book).in_flight, 1);
         book.admit(&table, a, T0 + SECOND, 0).unwrap();
@@ -310,7 +342,13 @@ quota = { per_hour = 2 }
         let mut book = QuotaBook::default();
         book.admit(&table, a, T0, 900).unwrap();
         assert!(book.admit(&table, a, T0 + SECOND, 200).is_err());
-        book.settle(&table, a, T0 + SECOND, 900, 100);
+        book.settle(
+            &table,
+            a,
+            T0 + SECOND,
+            Reservation::fresh(T0 + SECOND, 900),
+            100,
+        );
         // 100 spent: 900 left, 200 fit.
         book.admit(&table, a, T0 + SECOND, 200).unwrap();
     }
