@@ -7,7 +7,6 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
-use tokio::sync::watch;
 
 use super::budget::write_budget;
 use super::io::{self, ReadOutcome};
@@ -29,11 +28,10 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
     if !pending.is_empty() {
         conn.buf = pending;
     }
-    let mut shutdown = shard.shutdown.clone();
     let mut fields = Vec::new();
 
     loop {
-        let head = match conn.read_head(&mut shutdown, &mut fields).await {
+        let head = match conn.read_head(&mut fields).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(error) => {
@@ -62,7 +60,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
                 reusable
             }
         };
-        if !keep_alive || *shutdown.borrow() {
+        if !keep_alive || shard.drain.is_draining() {
             break;
         }
         fields = head.into_fields();
@@ -121,11 +119,7 @@ impl ClientConn {
 
     /// Reads the next request head. `Ok(None)` means the connection ended cleanly: closed by
     /// the client, idle too long, or asked to drain while idle.
-    async fn read_head(
-        &mut self,
-        shutdown: &mut watch::Receiver<bool>,
-        fields: &mut Vec<Field>,
-    ) -> Result<Option<RequestHead>, Error> {
+    async fn read_head(&mut self, fields: &mut Vec<Field>) -> Result<Option<RequestHead>, Error> {
         let limits = &self.shard.limits;
         let idle_deadline = Instant::now() + limits.idle_timeout;
         let mut head_deadline = None;
@@ -140,7 +134,7 @@ impl ClientConn {
                 // The whole head must arrive within the header timeout of its first byte, so
                 // a client trickling bytes cannot hold the connection.
                 head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
-            } else if *shutdown.borrow() {
+            } else if self.shard.drain.is_draining() {
                 return Ok(None);
             }
 
@@ -150,7 +144,7 @@ impl ClientConn {
                 // Idle between requests: a drain may end the wait.
                 monoio::select! {
                     outcome = read => outcome,
-                    _ = shutdown.changed() => return Ok(None),
+                    _ = self.shard.drain.wait() => return Ok(None),
                 }
             } else {
                 read.await

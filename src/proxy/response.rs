@@ -73,7 +73,7 @@ impl ClientConn {
             head,
         } = sent;
         let relay = Relay::choose(head.framing, request.version);
-        let draining = *self.shard.shutdown.borrow();
+        let draining = self.shard.drain.is_draining();
         let keep_alive =
             request.keep_alive && self.body_done && !relay.closes_client() && !draining;
 

@@ -5,6 +5,7 @@
 //! own thread touches; the control plane reaches it with messages (today: the shutdown
 //! signal).
 
+mod drain;
 mod handoff;
 mod listener;
 mod runtime;
@@ -25,6 +26,7 @@ use crate::quota::journal::{Restored, Snapshot, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
 use crate::upstream::Upstream;
 
+pub use drain::{Drain, Draining};
 pub use handoff::{adopt, detach, Handoff, Inboxes};
 pub use runtime::Driver;
 pub use start::{start, Gateway, StartError};
@@ -72,8 +74,10 @@ pub struct Shard {
     pub router: Router,
     /// Upstream groups, in config order, with this shard's pools and endpoint health.
     pub upstreams: Vec<Upstream>,
-    /// Becomes true when the gateway starts to drain.
-    pub shutdown: watch::Receiver<bool>,
+    /// The control plane's shutdown message; the accept loop turns it into `drain`.
+    shutdown: watch::Receiver<bool>,
+    /// Whether this shard drains: read per request, waited on by idle connections.
+    pub drain: Drain,
     /// Client connections open on this shard.
     pub connections: Cell<usize>,
     /// Every client key and tenant (shared, immutable).
@@ -120,6 +124,7 @@ impl Shard {
                 .map(|u| Upstream::new(Arc::new(u.clone())))
                 .collect(),
             shutdown,
+            drain: Drain::default(),
             connections: Cell::new(0),
             keys: Arc::clone(&shared.keys),
             quota: RefCell::new(restore(id, shared)),
@@ -160,11 +165,10 @@ impl Shard {
         if self.state.is_none() {
             return;
         }
-        let mut shutdown = self.shutdown.clone();
         loop {
             monoio::select! {
                 _ = monoio::time::sleep(self.persist_interval) => {}
-                _ = shutdown.changed() => return,
+                _ = self.drain.wait() => return,
             }
             if self.quota_dirty.replace(false) {
                 self.persist(false);
@@ -234,12 +238,13 @@ impl Shard {
             }
         }
         drop(listener);
-        self.drain(drain_timeout).await;
+        self.drain.start();
+        self.wait_for_connections(drain_timeout).await;
         // Nothing is in flight any more: the last snapshot loses nothing.
         self.persist(true);
     }
 
-    async fn drain(&self, timeout: Duration) {
+    async fn wait_for_connections(&self, timeout: Duration) {
         let deadline = monoio::time::Instant::now() + timeout;
         let open = self.connections.get();
         if open > 0 {
