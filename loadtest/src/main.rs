@@ -1,6 +1,8 @@
 //! `loadtest`: keygate's benchmark tools, one subcommand each.
 //!
 //! - `mock` (module [`mock`]): a mock AI provider to put behind the gateway.
+//!
+//! Both run a monoio runtime per thread, built by [`runtime`].
 
 use std::io::IsTerminal;
 
@@ -8,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod mock;
+mod runtime;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
