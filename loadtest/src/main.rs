@@ -1,6 +1,9 @@
 //! `loadtest`: keygate's benchmark tools, one subcommand each.
 //!
 //! - `mock` (module [`mock`]): a mock AI provider to put behind the gateway.
+//! - `run` (module [`run`]): a closed-loop load generator with client keys.
+//!
+//! Both run a monoio runtime per thread, built by [`runtime`].
 
 use std::io::IsTerminal;
 
@@ -8,6 +11,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod mock;
+mod run;
+mod runtime;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,6 +30,8 @@ struct Cli {
 enum Command {
     /// Runs a mock AI provider (OpenAI wire format) with scriptable latency and errors.
     Mock(mock::MockArgs),
+    /// Sends closed-loop HTTP/1.1 load to a target and reports throughput and latency.
+    Run(Box<run::RunArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +47,6 @@ fn main() -> anyhow::Result<()> {
 
     match cli.command {
         Command::Mock(args) => mock::run(&args),
+        Command::Run(args) => run::run(&args),
     }
 }

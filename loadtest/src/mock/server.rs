@@ -1,5 +1,5 @@
-//! Start-up of the mock: one worker thread per `--workers`, each a monoio runtime on io_uring
-//! (the legacy epoll driver when io_uring cannot start) with its own SO_REUSEPORT listener.
+//! Start-up of the mock: one worker thread per `--workers`, each a monoio runtime (see
+//! [`crate::runtime`]) with its own SO_REUSEPORT listener.
 //!
 //! Workers share nothing mutable: each numbers its own requests, interleaved with the other
 //! workers' so that ids stay unique in the process without an atomic counter.
@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use monoio::net::{ListenerOpts, TcpListener};
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{info, warn};
 
 use super::conn;
@@ -87,39 +86,13 @@ pub fn run(listen: SocketAddr, workers: usize, defaults: Defaults) -> anyhow::Re
     Ok(())
 }
 
-/// Runs one worker on the best driver this kernel allows: io_uring with deferred task work
-/// (Linux 6.1), plain io_uring, or the legacy epoll driver.
+/// Runs one worker on its own runtime until the process ends.
 fn worker_thread(
     worker: Worker,
     addr: SocketAddr,
     ready: mpsc::Sender<io::Result<&'static str>>,
 ) -> anyhow::Result<()> {
-    // Completions are then processed only when this thread waits for them, instead of by the
-    // other cores' network processing contending on the ring's lock.
-    let mut deferred = io_uring::IoUring::builder();
-    deferred.setup_single_issuer().setup_defer_taskrun();
-    let runtime = RuntimeBuilder::<IoUringDriver>::new()
-        .uring_builder(deferred)
-        .enable_timer()
-        .build()
-        .map(|runtime| (runtime, "io_uring, deferred task work"))
-        .or_else(|_| {
-            let runtime = RuntimeBuilder::<IoUringDriver>::new()
-                .enable_timer()
-                .build();
-            runtime.map(|runtime| (runtime, "io_uring"))
-        });
-    match runtime {
-        Ok((mut runtime, driver)) => runtime.block_on(accept_loop(worker, addr, ready, driver)),
-        Err(err) => {
-            warn!(error = %err, "io_uring cannot start; using the legacy driver");
-            let mut runtime = RuntimeBuilder::<LegacyDriver>::new()
-                .enable_timer()
-                .build()
-                .context("cannot start a runtime")?;
-            runtime.block_on(accept_loop(worker, addr, ready, "legacy"))
-        }
-    }
+    crate::runtime::block_on(|driver| accept_loop(worker, addr, ready, driver))?
 }
 
 /// Binds this worker's listener, reports it and the `driver` on `ready`, then accepts until the

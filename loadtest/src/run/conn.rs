@@ -1,0 +1,320 @@
+//! One connection slot of a closed loop: connects, keeps up to `--pipeline` requests in flight
+//! (each batch one write), reads their responses in order, and connects again when the server
+//! closes, `--reconnect-every` is reached or a request fails, until the run ends.
+//!
+//! Buffers live as long as the slot and are reused by every request and connection, so a
+//! request costs no allocation once they have grown; the clock is read once per write and once
+//! per read. Latency runs from just before a request's write to the read that completes its
+//! response, so it includes the client's own queueing of pipelined requests.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tracing::debug;
+
+use super::keys::KeyScope;
+use super::response::{End, Response, ResponseReader};
+use super::stats::Failure;
+use super::worker::{Plan, Thread};
+
+/// Read buffer growth step, and the least free space handed to a read.
+const READ_CHUNK: usize = 16 * 1024;
+const MIN_READ_SPACE: usize = 2 * 1024;
+
+/// The pause after a failed connect, so that a server that is down is not hammered.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Drives connection slot `id` until the run ends.
+pub async fn drive(id: u64, plan: &Plan, thread: &Thread) {
+    let mut slot = Slot {
+        // Generators seeded from neighbouring numbers are unrelated: the seed is hashed first.
+        rng: SmallRng::seed_from_u64(plan.seed.wrapping_add(id)),
+        input: BytesMut::with_capacity(READ_CHUNK),
+        output: BytesMut::new(),
+        request: BytesMut::new(),
+        in_flight: VecDeque::with_capacity(plan.pipeline),
+        reader: ResponseReader::new(false),
+    };
+    while let Next::Reconnect = slot.connection(plan, thread).await {}
+}
+
+/// A connection slot and the buffers its requests reuse.
+struct Slot {
+    rng: SmallRng,
+    /// Bytes read and not yet used.
+    input: BytesMut,
+    /// Requests being written.
+    output: BytesMut,
+    /// The request every exchange of this connection sends, when keys are not drawn per
+    /// request.
+    request: BytesMut,
+    /// When each request in flight was written, oldest first.
+    in_flight: VecDeque<Instant>,
+    reader: ResponseReader,
+}
+
+/// What the slot does after a connection.
+enum Next {
+    Reconnect,
+    Stop,
+}
+
+/// How a wait for responses ended.
+enum Wait {
+    /// At least one response was read; the connection goes on.
+    Answered,
+    /// The connection is over.
+    Closed,
+    /// The run's deadline passed.
+    Deadline,
+}
+
+impl Slot {
+    /// Opens a connection and runs exchanges on it until it ends.
+    async fn connection(&mut self, plan: &Plan, thread: &Thread) -> Next {
+        if plan.past_deadline(Instant::now()) || thread.exhausted() {
+            return Next::Stop;
+        }
+        let mut stream = match self.connect(plan, thread).await {
+            Ok(stream) => stream,
+            Err(next) => return next,
+        };
+        self.input.clear();
+        self.reader.reset();
+        self.in_flight.clear();
+
+        // Keys drawn per connection go into one request built now and copied for each send.
+        let per_request = plan.scope == KeyScope::Request && plan.picker.is_some();
+        if !per_request {
+            let key = plan
+                .picker
+                .as_ref()
+                .map_or(0, |picker| picker.draw(&mut self.rng));
+            self.request.clear();
+            plan.template.write(key, &mut self.request);
+        }
+
+        let mut sent = 0;
+        loop {
+            // Top up the pipeline, within the connection's and the run's limits.
+            let now = Instant::now();
+            let mut room = plan.pipeline - self.in_flight.len();
+            if let Some(every) = plan.reconnect_every {
+                room = room.min((every - sent) as usize);
+            }
+            let count = if room == 0 || plan.past_deadline(now) {
+                0
+            } else if now < plan.warmup_end {
+                room
+            } else {
+                thread.take(room)
+            };
+            if count > 0 {
+                self.output.clear();
+                for _ in 0..count {
+                    match &plan.picker {
+                        Some(picker) if per_request => {
+                            let key = picker.draw(&mut self.rng);
+                            plan.template.write(key, &mut self.output);
+                        }
+                        _ => self.output.extend_from_slice(&self.request),
+                    }
+                    self.in_flight.push_back(now);
+                }
+                sent += count as u64;
+                if let Err(err) = self.flush(&mut stream).await {
+                    debug!(error = %err, "write failed");
+                    self.fail_in_flight(Failure::Io, plan, thread);
+                    return Next::Reconnect;
+                }
+            }
+
+            if self.in_flight.is_empty() {
+                // Nothing left to send here: this connection's share or the run's is spent.
+                if plan.reconnect_every == Some(sent) {
+                    return Next::Reconnect;
+                }
+                return Next::Stop;
+            }
+            match self.wait(&mut stream, plan, thread).await {
+                Wait::Answered => {}
+                Wait::Closed => return Next::Reconnect,
+                Wait::Deadline => return Next::Stop,
+            }
+        }
+    }
+
+    /// Connects to the target. A failed attempt counts as one failed request, so that a run of
+    /// `--requests` against a server that is down still ends.
+    async fn connect(&mut self, plan: &Plan, thread: &Thread) -> Result<TcpStream, Next> {
+        let started = Instant::now();
+        let until = match plan.deadline {
+            Some(deadline) => deadline.min(started + plan.timeout),
+            None => started + plan.timeout,
+        };
+        let connect = TcpStream::connect_addr(plan.addr);
+        let failed = match monoio::time::timeout_at(until.into(), connect).await {
+            Ok(Ok(stream)) => {
+                // Requests are written whole; waiting to fill a segment only adds latency.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+
+        if plan.past_deadline(Instant::now()) {
+            return Err(Next::Stop);
+        }
+        debug!(error = failed, addr = %plan.addr, "connect failed");
+        let recorded = started >= plan.warmup_end;
+        if recorded && thread.take(1) == 0 {
+            return Err(Next::Stop);
+        }
+        thread.failure(Failure::Connect, 1, usize::from(recorded));
+        monoio::time::sleep(CONNECT_BACKOFF).await;
+        Err(Next::Reconnect)
+    }
+
+    /// Reads until at least one response is complete, the connection ends, or the oldest
+    /// request times out.
+    async fn wait(&mut self, stream: &mut TcpStream, plan: &Plan, thread: &Thread) -> Wait {
+        loop {
+            let now = Instant::now();
+            let mut answered = false;
+            loop {
+                match self.reader.read(&mut self.input) {
+                    Ok(Some(response)) => {
+                        if !self.complete(response, now, plan, thread) {
+                            debug!(status = response.status, "response to no request");
+                            self.fail_in_flight(Failure::Malformed, plan, thread);
+                            return Wait::Closed;
+                        }
+                        answered = true;
+                        if !response.keep_alive {
+                            self.resend_unanswered(plan, thread);
+                            return Wait::Closed;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        debug!(error = %err, "malformed response");
+                        self.fail_in_flight(Failure::Malformed, plan, thread);
+                        return Wait::Closed;
+                    }
+                }
+            }
+            if answered {
+                return Wait::Answered;
+            }
+
+            // Wait for more bytes no longer than the oldest request may, nor past the deadline.
+            let Some(&oldest) = self.in_flight.front() else {
+                return Wait::Answered;
+            };
+            let timeout_at = oldest + plan.timeout;
+            let (until, is_deadline) = match plan.deadline {
+                Some(deadline) if deadline < timeout_at => (deadline, true),
+                _ => (timeout_at, false),
+            };
+            match monoio::time::timeout_at(until.into(), self.fill(stream)).await {
+                Ok(Ok(0)) => {
+                    self.ended(Instant::now(), plan, thread);
+                    return Wait::Closed;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    debug!(error = %err, "read failed");
+                    self.fail_in_flight(Failure::Io, plan, thread);
+                    return Wait::Closed;
+                }
+                // Requests still in flight at the end of the run are neither answered nor
+                // failed: they are simply not part of it.
+                Err(_) if is_deadline => return Wait::Deadline,
+                Err(_) => {
+                    self.fail_in_flight(Failure::Timeout, plan, thread);
+                    return Wait::Closed;
+                }
+            }
+        }
+    }
+
+    /// Counts a response read at `now` for the oldest request in flight; false when there is
+    /// no request it could answer.
+    fn complete(&mut self, response: Response, now: Instant, plan: &Plan, thread: &Thread) -> bool {
+        let Some(sent) = self.in_flight.pop_front() else {
+            return false;
+        };
+        let recorded = sent >= plan.warmup_end && !plan.past_deadline(now);
+        thread.response(
+            response.status,
+            now.saturating_duration_since(sent),
+            recorded,
+        );
+        true
+    }
+
+    /// The server closed the connection after what was read.
+    fn ended(&mut self, now: Instant, plan: &Plan, thread: &Thread) {
+        match self.reader.finish(&self.input) {
+            End::Completes(response) => {
+                self.complete(response, now, plan, thread);
+                self.resend_unanswered(plan, thread);
+            }
+            End::Between | End::Cut => self.fail_in_flight(Failure::Closed, plan, thread),
+        }
+    }
+
+    /// After a response that closes the connection, the requests behind it were not processed
+    /// (RFC 9112 §9.6): they go back to the budget, to be sent on the next connection.
+    fn resend_unanswered(&mut self, plan: &Plan, thread: &Thread) {
+        let budgeted = self.budgeted_in_flight(plan);
+        thread.refund(budgeted);
+        self.in_flight.clear();
+    }
+
+    /// Every request in flight failed for `failure`.
+    fn fail_in_flight(&mut self, failure: Failure, plan: &Plan, thread: &Thread) {
+        let recorded = self.budgeted_in_flight(plan);
+        thread.failure(failure, self.in_flight.len(), recorded);
+        self.in_flight.clear();
+    }
+
+    /// Requests in flight written after the warm-up.
+    fn budgeted_in_flight(&self, plan: &Plan) -> usize {
+        // Sending times only grow, so the warm-up's requests come first.
+        let warmup = self
+            .in_flight
+            .partition_point(|&sent| sent < plan.warmup_end);
+        self.in_flight.len() - warmup
+    }
+
+    /// Appends what the socket has to `input`. Returns 0 at the end of the stream.
+    async fn fill(&mut self, stream: &mut TcpStream) -> std::io::Result<usize> {
+        if self.input.capacity() - self.input.len() < MIN_READ_SPACE {
+            self.input.reserve(READ_CHUNK);
+        }
+        // monoio reads into a buffer from its start: hand it the spare tail only. A read
+        // abandoned at a timeout takes the buffer with it; the next fill makes a new one.
+        let input = mem::take(&mut self.input);
+        let (len, capacity) = (input.len(), input.capacity());
+        let (result, input) = stream.read(input.slice_mut(len..capacity)).await;
+        self.input = input.into_inner();
+        result
+    }
+
+    /// Writes the pending requests.
+    async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        let output = mem::take(&mut self.output);
+        let (result, output) = stream.write_all(output).await;
+        self.output = output;
+        result.map(|_| ())
+    }
+}

@@ -1,0 +1,359 @@
+//! `loadtest run`: a closed-loop HTTP/1.1 load generator. Each connection keeps `--pipeline`
+//! requests in flight and sends the next as soon as a response ends, on `--threads` monoio
+//! runtimes; client keys are drawn per connection or per request, uniformly or by Zipf's law.
+//! It prints a progress line a second to stderr, then a summary (latency percentiles from an
+//! HDR histogram, responses by status, failures by kind) as text or JSON on stdout.
+//!
+//! - `worker`: threads, the run's plan and the per-thread budget and stats.
+//! - `conn`: one connection slot's I/O: connect, write, read, time out, reconnect.
+//! - `request`: the request bytes, from a template (sans-IO).
+//! - `response`: response framing, bodies skipped (sans-IO).
+//! - `keys`: the key set and the uniform and Zipf draws.
+//! - `stats`: histogram and counters; the live progress counters.
+//! - `summary`: the result, as text or JSON.
+//!
+//! Being a closed loop, it measures latency at the rate the server sustains: a stall delays
+//! the requests that would have been sent meanwhile instead of counting them as slow.
+
+mod conn;
+mod keys;
+mod request;
+mod response;
+mod stats;
+mod summary;
+mod worker;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+
+use keys::{KeyDist, KeyPicker, KeyScope, KeySet};
+use request::{Header, Method, RequestTemplate, DEFAULT_BODY};
+use stats::{Progress, Stats};
+use summary::{KeysUsed, Setup, Summary};
+use worker::{Outcome, Plan};
+
+/// How long a run lasts when neither `--duration` nor `--requests` is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Options of `loadtest run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Address to load, host:port.
+    #[arg(long)]
+    pub target: String,
+    /// Request target path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    pub path: String,
+    /// Request method.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Method::Post)]
+    pub method: Method,
+    /// Request body, read from a file.
+    #[arg(long, conflicts_with = "body")]
+    pub body_file: Option<PathBuf>,
+    /// Request body [default for POST: a small OpenAI chat completion request].
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "HEADER", value_parser = Header::parse)]
+    pub headers: Vec<Header>,
+    /// Connections kept open, shared out among the threads.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub connections: u64,
+    /// Threads, each a runtime with its share of the connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub pipeline: u16,
+    /// How long to record, after the warm-up (e.g. 10s, 500ms, 2m) [default: 10s without
+    /// --requests].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Requests to record, after the warm-up; with --duration, whichever ends first.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Load sent before recording starts.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How long a request waits for its response (or a connect for its connection) before it
+    /// counts as failed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Client keys, one per line, sent as "Authorization: Bearer KEY".
+    #[arg(long, conflicts_with = "keys")]
+    pub keys_file: Option<PathBuf>,
+    /// How numbered keys start.
+    #[arg(long, default_value = "kg-bench-", requires = "keys")]
+    pub keys_prefix: String,
+    /// Number of keys PREFIX0 .. PREFIX{N-1} to send as "Authorization: Bearer KEY".
+    #[arg(long, value_name = "N")]
+    pub keys: Option<u64>,
+    /// How keys are drawn; Zipf gives rank k (the k-th key) a weight of 1/k^s.
+    #[arg(long, value_enum, default_value_t = KeyDist::Uniform)]
+    pub key_dist: KeyDist,
+    /// The Zipf exponent s.
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf_s: f64,
+    /// When keys are drawn: once per connection, or for every request.
+    #[arg(long, value_enum, default_value_t = KeyScope::Connection)]
+    pub key_scope: KeyScope,
+    /// Close each connection after N requests and open a new one (with a new key).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconnect_every: Option<u64>,
+    /// Seed of the key draws, to repeat a run's sequence [default: random].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the load as `args` say, then prints the summary.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let (plan, setup, budget) = prepare(args)?;
+    let threads = setup.threads;
+    let plan = Arc::new(plan);
+    let start = plan.warmup_end - args.warmup;
+
+    // Connections and requests are shared out as evenly as they go.
+    let progress = Arc::new(Progress::new(threads));
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(threads);
+    let mut next_id = 0;
+    for index in 0..threads {
+        let connections = share(setup.connections, threads, index);
+        let ids = next_id..next_id + connections;
+        next_id += connections;
+        let budget = budget.map(|total| share(total, threads, index));
+        let (plan, progress, done) = (Arc::clone(&plan), Arc::clone(&progress), done_tx.clone());
+        let handle = thread::Builder::new()
+            .name(format!("load-{index}"))
+            .spawn(move || {
+                let outcome = worker::run(plan, index, ids, budget, progress);
+                let _ = done.send(outcome);
+            })
+            .context("cannot start a load thread")?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+
+    let outcomes = watch(&done_rx, &progress, start, plan.warmup_end)?;
+    for handle in handles {
+        if handle.join().is_err() {
+            bail!("a load thread panicked");
+        }
+    }
+
+    let mut stats = Stats::new();
+    let mut finished = plan.warmup_end;
+    for outcome in &outcomes {
+        stats.merge(&outcome.stats);
+        finished = finished.max(outcome.finished);
+    }
+    if let Some(deadline) = plan.deadline {
+        finished = finished.min(deadline);
+    }
+    let summary = Summary::new(setup, &stats, finished - plan.warmup_end);
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &summary)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{summary}")?;
+    }
+    Ok(())
+}
+
+/// Checks the options and builds the plan, the summary's setup and the request budget.
+fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
+    let threads = usize::from(args.threads);
+    if args.connections < threads as u64 {
+        bail!("--connections must be at least --threads");
+    }
+    if args.timeout.is_zero() || args.duration.is_some_and(|duration| duration.is_zero()) {
+        bail!("--timeout and --duration must be longer than 0");
+    }
+    let addr = resolve(&args.target)?;
+    // A wrong address fails here, once, rather than as a connect error per request.
+    TcpStream::connect_timeout(&addr, args.timeout)
+        .with_context(|| format!("cannot connect to {}", args.target))?;
+
+    let keys = match (&args.keys_file, args.keys) {
+        (Some(path), _) => Some(KeySet::from_file(path)?),
+        (None, Some(count)) => Some(KeySet::numbered(&args.keys_prefix, count)?),
+        (None, None) => None,
+    };
+    let picker = match &keys {
+        Some(keys) => Some(KeyPicker::new(keys.len(), args.key_dist, args.zipf_s)?),
+        None => None,
+    };
+    let keys_used = keys.as_ref().map(|keys| KeysUsed {
+        count: keys.len(),
+        dist: args.key_dist,
+        zipf_s: (args.key_dist == KeyDist::Zipf).then_some(args.zipf_s),
+        scope: args.key_scope,
+    });
+
+    let body = match (&args.body_file, &args.body, args.method) {
+        (Some(path), _, _) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        (None, Some(body), _) => Some(body.clone().into_bytes()),
+        (None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
+        (None, None, Method::Get) => None,
+    };
+    let template = RequestTemplate::new(
+        args.method,
+        &args.path,
+        &args.target,
+        &args.headers,
+        body.as_deref(),
+        keys,
+    )?;
+
+    let seed = args
+        .seed
+        .unwrap_or_else(|| SmallRng::from_os_rng().next_u64());
+    let duration = match (args.duration, args.requests) {
+        (None, None) => Some(DEFAULT_DURATION),
+        (duration, _) => duration,
+    };
+    let warmup_end = Instant::now() + args.warmup;
+    let plan = Plan {
+        addr,
+        template,
+        picker,
+        scope: args.key_scope,
+        pipeline: usize::from(args.pipeline),
+        reconnect_every: args.reconnect_every,
+        timeout: args.timeout,
+        warmup_end,
+        deadline: duration.map(|duration| warmup_end + duration),
+        seed,
+    };
+    let setup = Setup {
+        target: args.target.clone(),
+        method: args.method.as_str(),
+        path: args.path.clone(),
+        connections: args.connections,
+        threads,
+        pipeline: usize::from(args.pipeline),
+        keys: keys_used,
+        reconnect_every: args.reconnect_every,
+        seed,
+    };
+    Ok((plan, setup, args.requests))
+}
+
+/// Prints a progress line to stderr every second until every thread has reported, and
+/// returns what they reported.
+fn watch(
+    done: &mpsc::Receiver<anyhow::Result<Outcome>>,
+    progress: &Progress,
+    start: Instant,
+    warmup_end: Instant,
+) -> anyhow::Result<Vec<Outcome>> {
+    let mut outcomes = Vec::new();
+    let mut tick = start + Duration::from_secs(1);
+    let mut last = (0, start);
+    loop {
+        match done.recv_timeout(tick.saturating_duration_since(Instant::now())) {
+            Ok(outcome) => outcomes.push(outcome?),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(outcomes),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                let (responses, failures) = progress.totals();
+                let rate = (responses - last.0) as f64 / (now - last.1).as_secs_f64();
+                let phase = if tick <= warmup_end {
+                    "  (warm-up)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{:>7.1}s  {:>9.0} req/s  errors {failures}{phase}",
+                    (now - start).as_secs_f64(),
+                    rate
+                );
+                last = (responses, now);
+                tick += Duration::from_secs(1);
+            }
+        }
+    }
+}
+
+/// Part `index` of `total` shared out among `parts`: the first `total % parts` get one more.
+fn share(total: u64, parts: usize, index: usize) -> u64 {
+    let parts = parts as u64;
+    let index = index as u64;
+    total / parts + u64::from(index < total % parts)
+}
+
+/// The first address `target` (host:port) resolves to.
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    target
+        .to_socket_addrs()
+        .with_context(|| format!("--target {target:?} is not host:port"))?
+        .next()
+        .with_context(|| format!("--target {target:?} resolves to no address"))
+}
+
+/// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (seconds without one).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let table = [
+            ("10s", Duration::from_secs(10)),
+            ("10", Duration::from_secs(10)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("0s", Duration::ZERO),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "s", "10x", "-1s", "1.2.3s", "ms10"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shares_add_up() {
+        for (total, parts) in [(64, 1), (64, 3), (5, 2), (2, 2), (7, 7)] {
+            let shares: Vec<u64> = (0..parts).map(|index| share(total, parts, index)).collect();
+            assert_eq!(shares.iter().sum::<u64>(), total);
+            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! One load thread: a monoio runtime driving its share of the connections, each a task, until
+//! the run's end (its deadline, or its share of `--requests` answered).
+//!
+//! The connections of a thread share its [`Thread`]: the request budget and the recorded
+//! stats, in cells, since they run on this thread alone. Threads share only the read-only
+//! [`Plan`] and the live progress counters.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::conn;
+use super::keys::{KeyPicker, KeyScope};
+use super::request::RequestTemplate;
+use super::stats::{Failure, Progress, Stats};
+
+/// What every connection of a run does; read-only once the run starts.
+#[derive(Debug)]
+pub struct Plan {
+    /// Where connections go.
+    pub addr: SocketAddr,
+    /// The requests sent.
+    pub template: RequestTemplate,
+    /// How keys are drawn, when requests carry keys.
+    pub picker: Option<KeyPicker>,
+    /// When keys are drawn.
+    pub scope: KeyScope,
+    /// Requests in flight per connection, at least 1.
+    pub pipeline: usize,
+    /// Requests after which a connection is closed and opened again, if any.
+    pub reconnect_every: Option<u64>,
+    /// How long a request may wait for its response, and a connect for its connection.
+    pub timeout: Duration,
+    /// Requests written before this are warm-up: sent, but neither recorded nor budgeted.
+    pub warmup_end: Instant,
+    /// No request is written after this, and responses after it are not recorded.
+    pub deadline: Option<Instant>,
+    /// The seed of every connection's random generator, mixed with the connection's number.
+    pub seed: u64,
+}
+
+impl Plan {
+    /// Whether the deadline has passed at `now`.
+    pub fn past_deadline(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+}
+
+/// What a thread's connections share.
+#[derive(Debug)]
+pub struct Thread {
+    index: usize,
+    stats: RefCell<Stats>,
+    /// Requests still to send after the warm-up; `None` without `--requests`.
+    budget: Cell<Option<u64>>,
+    progress: Arc<Progress>,
+}
+
+impl Thread {
+    /// Takes up to `want` requests from the budget; returns how many may be sent.
+    pub fn take(&self, want: usize) -> usize {
+        match self.budget.get() {
+            None => want,
+            Some(left) => {
+                let taken = left.min(want as u64);
+                self.budget.set(Some(left - taken));
+                taken as usize
+            }
+        }
+    }
+
+    /// Gives back `count` requests taken but never answered nor failed, to be sent again.
+    pub fn refund(&self, count: usize) {
+        if let Some(left) = self.budget.get() {
+            self.budget.set(Some(left + count as u64));
+        }
+    }
+
+    /// Whether the budget is spent.
+    pub fn exhausted(&self) -> bool {
+        self.budget.get() == Some(0)
+    }
+
+    /// Counts a response, and records it when `recorded`.
+    pub fn response(&self, status: u16, latency: Duration, recorded: bool) {
+        self.progress.add_responses(self.index, 1);
+        if recorded {
+            self.stats.borrow_mut().response(status, latency);
+        }
+    }
+
+    /// Counts `count` failed requests, of which `recorded` are recorded.
+    pub fn failure(&self, failure: Failure, count: usize, recorded: usize) {
+        self.progress.add_failures(self.index, count as u64);
+        if recorded > 0 {
+            self.stats.borrow_mut().failure(failure, recorded as u64);
+        }
+    }
+}
+
+/// What a thread hands back.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What it recorded.
+    pub stats: Stats,
+    /// When its last connection ended.
+    pub finished: Instant,
+}
+
+/// Runs the connections numbered `ids` on this thread until the run ends. `budget` is this
+/// thread's share of `--requests`.
+pub fn run(
+    plan: Arc<Plan>,
+    index: usize,
+    ids: Range<u64>,
+    budget: Option<u64>,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Outcome> {
+    crate::runtime::block_on(|driver| async move {
+        debug!(
+            thread = index,
+            driver,
+            connections = ids.end - ids.start,
+            "load thread"
+        );
+        let thread = Rc::new(Thread {
+            index,
+            stats: RefCell::new(Stats::new()),
+            budget: Cell::new(budget),
+            progress,
+        });
+        let tasks: Vec<_> = ids
+            .map(|id| {
+                let plan = Arc::clone(&plan);
+                let thread = Rc::clone(&thread);
+                monoio::spawn(async move { conn::drive(id, &plan, &thread).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+        Outcome {
+            stats: thread.stats.take(),
+            finished: Instant::now(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(budget: Option<u64>) -> Thread {
+        Thread {
+            index: 0,
+            stats: RefCell::new(Stats::new()),
+            budget: Cell::new(budget),
+            progress: Arc::new(Progress::new(1)),
+        }
+    }
+
+    #[test]
+    fn budget_is_taken_and_refunded() {
+        let limited = thread(Some(5));
+        assert_eq!(limited.take(3), 3);
+        assert_eq!(limited.take(3), 2);
+        assert!(limited.exhausted());
+        assert_eq!(limited.take(1), 0);
+        limited.refund(2);
+        assert_eq!(limited.take(8), 2);
+
+        let unlimited = thread(None);
+        assert_eq!(unlimited.take(64), 64);
+        assert!(!unlimited.exhausted());
+    }
+
+    #[test]
+    fn only_recorded_responses_reach_the_stats() {
+        let thread = thread(None);
+        thread.response(200, Duration::from_micros(5), false);
+        thread.response(200, Duration::from_micros(5), true);
+        thread.failure(Failure::Io, 3, 1);
+        assert_eq!(thread.progress.totals(), (2, 3));
+        let stats = thread.stats.borrow();
+        assert_eq!(stats.responses(), 1);
+        assert_eq!(stats.failures.io, 1);
+    }
+}
