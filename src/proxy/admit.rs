@@ -44,7 +44,6 @@ impl Drop for Permit {
             self.reservation,
             used,
         );
-        shard.quota_dirty.set(true);
     }
 }
 
@@ -102,7 +101,6 @@ impl ClientConn {
             .borrow_mut()
             .admit(&shard.keys, key, now, reserved)
             .map_err(Error::Limited)?;
-        shard.quota_dirty.set(true);
         self.count_tokens = counts_tokens;
         Ok(Permit {
             shard,

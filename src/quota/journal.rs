@@ -15,12 +15,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
 use super::Counters;
+use crate::keys::KeyTable;
 
 /// The snapshot format's version; a newer one is refused, not misread.
 const FORMAT: u32 = 1;
@@ -142,13 +143,24 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, String> {
 enum Job {
     Write {
         shard: usize,
-        snapshot: Snapshot,
+        update: Update,
         done: Option<mpsc::Sender<()>>,
     },
     Stop,
 }
 
-/// The thread that writes snapshots, so no shard ever blocks on the disk.
+/// What a shard sends: a whole snapshot, or only the principals that changed, by table
+/// position, for the writer to name and merge into the shard's snapshot.
+enum Update {
+    Whole(Snapshot),
+    Changes {
+        taken_at: u64,
+        changes: Vec<(bool, u32, Counters)>,
+    },
+}
+
+/// The thread that writes snapshots, so no shard ever blocks on the disk or spends its time
+/// naming and serialising counters.
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     thread: Option<JoinHandle<()>>,
@@ -161,23 +173,27 @@ pub struct WriterHandle {
 }
 
 impl Writer {
-    /// Starts the writer for snapshots in `dir`.
-    pub fn start(dir: PathBuf) -> io::Result<Writer> {
+    /// Starts the writer for snapshots in `dir`; `names` turns table positions into the key
+    /// ids and tenant names the files use.
+    pub fn start(dir: PathBuf, names: Arc<KeyTable>) -> io::Result<Writer> {
         fs::create_dir_all(&dir)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("keygate-state".into())
             .spawn(move || {
+                let mut snapshots: HashMap<usize, Snapshot> = HashMap::new();
                 while let Ok(Job::Write {
                     shard,
-                    snapshot,
+                    update,
                     done,
                 }) = inbox.recv()
                 {
+                    let snapshot = snapshots.entry(shard).or_insert_with(|| Snapshot::new(0));
+                    merge(snapshot, update, &names);
                     let path = dir.join(format!("quota-shard-{shard}.json"));
-                    if let Err(err) = write_atomically(&path, &snapshot) {
+                    if let Err(err) = write_atomically(&path, snapshot) {
                         tracing::error!(path = %path.display(), error = %err,
-                        "cannot persist quota counters; they survive only in memory");
+                            "cannot persist quota counters; they survive only in memory");
                     }
                     if let Some(done) = done {
                         let _ = done.send(());
@@ -207,25 +223,57 @@ impl Writer {
     }
 }
 
+/// Brings a shard's snapshot up to date.
+fn merge(snapshot: &mut Snapshot, update: Update, names: &KeyTable) {
+    match update {
+        Update::Whole(whole) => *snapshot = whole,
+        Update::Changes { taken_at, changes } => {
+            snapshot.taken_at = taken_at;
+            for (tenant, index, counters) in changes {
+                if tenant {
+                    let name = names.tenant(index).name.to_string();
+                    snapshot.tenants.insert(name, counters);
+                } else {
+                    snapshot
+                        .keys
+                        .insert(names.key(index).id.to_string(), counters);
+                }
+            }
+        }
+    }
+}
+
 impl WriterHandle {
-    /// Queues a snapshot; never blocks.
+    /// Queues a whole snapshot; never blocks.
     pub fn write(&self, shard: usize, snapshot: Snapshot) {
-        let _ = self.jobs.send(Job::Write {
-            shard,
-            snapshot,
-            done: None,
-        });
+        self.send(shard, Update::Whole(snapshot), None);
     }
 
-    /// Queues a snapshot and returns a receiver that hears when it is on disk.
-    pub fn write_and_confirm(&self, shard: usize, snapshot: Snapshot) -> mpsc::Receiver<()> {
-        let (done, confirmed) = mpsc::channel();
+    /// Queues the principals that changed; never blocks. With `confirm`, the receiver hears
+    /// when the snapshot holding them is on disk.
+    pub fn update(
+        &self,
+        shard: usize,
+        taken_at: u64,
+        changes: Vec<(bool, u32, Counters)>,
+        confirm: bool,
+    ) -> Option<mpsc::Receiver<()>> {
+        let (done, confirmed) = if confirm {
+            let (done, confirmed) = mpsc::channel();
+            (Some(done), Some(confirmed))
+        } else {
+            (None, None)
+        };
+        self.send(shard, Update::Changes { taken_at, changes }, done);
+        confirmed
+    }
+
+    fn send(&self, shard: usize, update: Update, done: Option<mpsc::Sender<()>>) {
         let _ = self.jobs.send(Job::Write {
             shard,
-            snapshot,
-            done: Some(done),
+            update,
+            done,
         });
-        confirmed
     }
 }
 
@@ -284,7 +332,7 @@ mod tests {
     #[test]
     fn snapshots_round_trip_and_newest_wins() {
         let dir = temp_dir("round-trip");
-        let writer = Writer::start(dir.clone()).unwrap();
+        let writer = Writer::start(dir.clone(), Arc::default()).unwrap();
         let handle = writer.handle();
         handle.write(0, snapshot(10, "a", 1));
         handle.write(1, snapshot(20, "a", 2));
@@ -301,7 +349,7 @@ mod tests {
     #[test]
     fn damaged_snapshot_falls_back_to_prev() {
         let dir = temp_dir("damaged");
-        let writer = Writer::start(dir.clone()).unwrap();
+        let writer = Writer::start(dir.clone(), Arc::default()).unwrap();
         writer.handle().write(0, snapshot(10, "a", 7));
         writer.handle().write(0, snapshot(20, "a", 8));
         writer.finish();

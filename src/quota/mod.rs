@@ -59,6 +59,10 @@ static FRESH: Counters = Counters {
 pub struct QuotaBook {
     keys: HashMap<u32, Counters>,
     tenants: HashMap<u32, Counters>,
+    /// Principals changed since the last [`QuotaBook::take_changes`], with repeats.
+    changed: Vec<(bool, u32)>,
+    /// Set instead of `changed` once that list would outgrow the book itself.
+    all_changed: bool,
 }
 
 impl QuotaBook {
@@ -101,6 +105,7 @@ impl QuotaBook {
                 reservation.tenant = counters.commit(limits, now, grant);
             }
         }
+        self.touch(key);
         Ok(reservation)
     }
 
@@ -121,6 +126,57 @@ impl QuotaBook {
                 counters.settle(&table.tenant(index).limits, now, reservation.tenant, used);
             }
         }
+        self.touch(key);
+    }
+
+    /// Notes that the counters of `key` and its tenant changed.
+    fn touch(&mut self, key: &ClientKey) {
+        if self.all_changed {
+            return;
+        }
+        self.changed.push((false, key.index));
+        if let Some(tenant) = key.tenant {
+            self.changed.push((true, tenant));
+        }
+        if self.changed.len() > 2 * (self.keys.len() + self.tenants.len()) + 1024 {
+            self.all_changed = true;
+            self.changed = Vec::new();
+        }
+    }
+
+    /// The counters changed since the last call, as (is tenant, position, counters): what
+    /// the journal needs to bring its snapshot up to date. Costs a copy of each changed
+    /// principal's counters, nothing per request.
+    pub fn take_changes(&mut self) -> Vec<(bool, u32, Counters)> {
+        let pick = |(tenant, index): (bool, u32), book: &QuotaBook| {
+            let counters = if tenant {
+                book.tenants.get(&index)
+            } else {
+                book.keys.get(&index)
+            };
+            counters.map(|counters| (tenant, index, counters.clone()))
+        };
+        let changes = if self.all_changed {
+            let all = self
+                .keys
+                .keys()
+                .map(|&i| (false, i))
+                .chain(self.tenants.keys().map(|&i| (true, i)));
+            all.filter_map(|principal| pick(principal, self)).collect()
+        } else {
+            let mut changed = std::mem::take(&mut self.changed);
+            changed.sort_unstable();
+            changed.dedup();
+            let changes = changed
+                .iter()
+                .filter_map(|&principal| pick(principal, self))
+                .collect();
+            changed.clear();
+            self.changed = changed;
+            changes
+        };
+        self.all_changed = false;
+        changes
     }
 
     /// The key's tightest request budget, for response headers.
@@ -170,8 +226,10 @@ impl QuotaBook {
             .filter(|(_, _, counters)| !counters.is_fresh())
     }
 
-    /// Restores persisted counters (in-flight counts start at zero).
+    /// Restores persisted counters (in-flight counts start at zero). They count as changed,
+    /// so the next snapshot carries them on.
     pub fn restore(&mut self, tenant: bool, index: u32, counters: Counters) {
+        self.changed.push((tenant, index));
         let book = if tenant {
             &mut self.tenants
         } else {
@@ -369,6 +427,40 @@ quota = { per_hour = 2 }
             (budget.name, budget.limit, budget.remaining),
             ("hour", 2, 0)
         );
+    }
+
+    #[test]
+    fn changes_name_each_changed_principal_once() {
+        let table = table();
+        let (a, b) = (key(&table, "a"), key(&table, "b"));
+        let mut book = QuotaBook::default();
+        // One admitted and two refused (the rate allows one a second): refusals change
+        // nothing and are not reported.
+        for _ in 0..3 {
+            if let Ok(reservation) = book.admit(&table, a, T0, 0) {
+                book.settle(&table, a, T0, reservation, 0);
+            }
+        }
+        let mut changed: Vec<(bool, u32)> = book
+            .take_changes()
+            .into_iter()
+            .map(|(tenant, index, _)| (tenant, index))
+            .collect();
+        changed.sort_unstable();
+        let tenant = a.tenant.expect("a has a tenant");
+        assert_eq!(changed, vec![(false, a.index), (true, tenant)]);
+        assert!(book.take_changes().is_empty(), "taken changes are gone");
+
+        // Past the point where listing repeats would cost more than the book, every
+        // principal is reported instead, still once each.
+        for hour in 0..5000 {
+            let at = T0 + hour * 3600 * SECOND;
+            let reservation = book.admit(&table, b, at, 0).unwrap();
+            book.settle(&table, b, at, reservation, 0);
+        }
+        let changes = book.take_changes();
+        assert!(!book.all_changed && book.changed.is_empty());
+        assert_eq!(changes.len(), book.entries().count());
     }
 
     #[test]

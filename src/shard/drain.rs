@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert!(first.as_mut().poll(&mut cx).is_ready());
         assert!(third.as_mut().poll(&mut cx).is_ready());
-        assert!(ready_now(drain.wait()), "a wait that starts after the drain ends at once");
+        assert!(
+            ready_now(drain.wait()),
+            "a wait that starts after the drain ends at once"
+        );
     }
 
     fn ready_now(future: Draining<'_>) -> bool {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::keys::{owner_of, KeyTable};
 use crate::proxy::{self, Router};
-use crate::quota::journal::{Restored, Snapshot, WriterHandle};
+use crate::quota::journal::{Restored, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
 use crate::upstream::Upstream;
 
@@ -84,8 +84,6 @@ pub struct Shard {
     pub keys: Arc<KeyTable>,
     /// Counters of the keys and tenants this shard owns.
     pub quota: RefCell<QuotaBook>,
-    /// Whether `quota` changed since it was last persisted.
-    pub quota_dirty: Cell<bool>,
     /// Wall time for limits.
     pub clock: Clock,
     /// Every shard's inbox for handed-off connections.
@@ -128,7 +126,6 @@ impl Shard {
             connections: Cell::new(0),
             keys: Arc::clone(&shared.keys),
             quota: RefCell::new(restore(id, shared)),
-            quota_dirty: Cell::new(false),
             clock: Clock::default(),
             inboxes: Arc::clone(&shared.inboxes),
             state: shared.state.clone(),
@@ -170,31 +167,20 @@ impl Shard {
                 _ = monoio::time::sleep(self.persist_interval) => {}
                 _ = self.drain.wait() => return,
             }
-            if self.quota_dirty.replace(false) {
-                self.persist(false);
-            }
+            self.persist(false);
         }
     }
 
-    /// Hands a snapshot of the owned counters to the writer; with `wait`, blocks until it
-    /// is on disk (only at the end of a drain, when no request is left to delay).
+    /// Hands the counters that changed to the writer; with `wait`, blocks until they are
+    /// on disk (only at the end of a drain, when no request is left to delay).
     fn persist(&self, wait: bool) {
         let Some(state) = &self.state else { return };
-        let mut snapshot = Snapshot::new(self.clock.now());
-        for (tenant, index, counters) in self.quota.borrow().entries() {
-            if tenant {
-                let name = self.keys.tenant(index).name.to_string();
-                snapshot.tenants.insert(name, counters.clone());
-            } else {
-                snapshot
-                    .keys
-                    .insert(self.keys.key(index).id.to_string(), counters.clone());
-            }
+        let changes = self.quota.borrow_mut().take_changes();
+        if changes.is_empty() {
+            return;
         }
-        if wait {
-            let _ = state.write_and_confirm(self.id, snapshot).recv();
-        } else {
-            state.write(self.id, snapshot);
+        if let Some(written) = state.update(self.id, self.clock.now(), changes, wait) {
+            let _ = written.recv();
         }
     }
 

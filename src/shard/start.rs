@@ -118,9 +118,11 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let config = Arc::new(config);
     let state_dir = config.gateway.state_dir.clone();
     let restored = Arc::new(journal::load(&state_dir)?);
-    let writer = Writer::start(state_dir.clone()).map_err(|source| StateError::Directory {
-        path: state_dir,
-        source,
+    let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
+        StateError::Directory {
+            path: state_dir,
+            source,
+        }
     })?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| mpsc::unbounded_channel::<Handoff>())
