@@ -9,7 +9,7 @@
 #
 # Each connection draws a key by Zipf (s = 1) and reconnects every 100 requests with a new
 # draw, so about half the connections land on the shard that does not own their key and are
-# handed over (keygate runs 2 shards). Prints the median req/s and p99 of each and the ratios.
+# handed over (keygate runs 2 shards). The plain run reconnects just as often. Prints the median req/s and p99 of each and the ratios.
 #
 # Usage: loadtest/bench/limits-overhead.sh [ROUNDS] [SECONDS]   (defaults 3 and 5)
 # Needs a release build: cargo build --release --workspace
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 bin=target/release
 dir=$(mktemp -d)
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait; rm -rf "$dir"' EXIT
 
 wait_listening() { # LOG -> prints ADDR
     for _ in $(seq 200); do
@@ -39,10 +39,11 @@ mock=$(wait_listening "$dir/mock.log")
 
 write_config() { # NAME KEYS LIMITS
     python3 - "$dir/$1.toml" "$mock" "$2" "$3" <<'PY'
-import sys
+import os, sys
 path, mock, keys, limits = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+name = os.path.basename(path)[:-5]
 with open(path, "w") as out:
-    out.write(f'[gateway]\nlisten = "127.0.0.1:0"\nworkers = 2\nstate_dir = "state-{path[-8:-5]}"\n'
+    out.write(f'[gateway]\nlisten = "127.0.0.1:0"\nworkers = 2\nstate_dir = "state-{name}"\n'
               'tuning = "TUNING"\n\n'
               f'[[upstream]]\nname = "mock"\nprovider = "openai"\nendpoints = ["http://{mock}"]\n\n'
               '[[route]]\npath_prefix = "/"\nupstream = "mock"\n')
@@ -67,9 +68,10 @@ done
 
 for round in $(seq "$rounds"); do
     for name in plain keys limits; do
-        args=(--target "${addr[$name]}" --duration "${seconds}s" --warmup 1s --json)
+        args=(--target "${addr[$name]}" --duration "${seconds}s" --warmup 1s --json
+            --reconnect-every 100)
         if [ "$name" != plain ]; then
-            args+=(--keys "$keys" --key-dist zipf --reconnect-every 100)
+            args+=(--keys "$keys" --key-dist zipf)
         fi
         "$bin/loadtest" run "${args[@]}" 2>/dev/null >"$dir/$name.$round.json"
     done

@@ -134,13 +134,21 @@ impl Shard {
     }
 
     /// Adopts connections other shards hand over, until the gateway drains.
+    ///
+    /// Adopted connections count against `max_connections` like accepted ones: one past the
+    /// limit is closed, so no key can crowd a shard by arriving through other shards.
     async fn adopt_connections(self: Rc<Self>, mut inbox: mpsc::UnboundedReceiver<Handoff>) {
+        let mut pressure = listener::Pressure::default();
         while let Some(Handoff {
             socket,
             peer,
             pending,
         }) = inbox.recv().await
         {
+            if self.connections.get() >= self.limits.max_connections {
+                pressure.refused(self.id);
+                continue;
+            }
             let stream = match adopt(socket) {
                 Ok(stream) => stream,
                 Err(err) => {
