@@ -147,7 +147,46 @@ impl ClientConn {
         streamed.map_err(HeadFailure::Failed)?;
 
         let deadline = Instant::now() + upstream.config.response_timeout;
-        read_response_head(conn, head.method == Method::Head, deadline).await
+        let response = read_response_head(conn, head.method == Method::Head, deadline);
+        self.unless_client_leaves(response).await
+    }
+
+    /// Waits for `response` while watching the client: a client that closes its connection
+    /// before the response head arrives ends the exchange at once, instead of leaving the
+    /// upstream working (and the key's concurrency slot held) for nobody. Bytes the client
+    /// sends meanwhile (a pipelined request) are kept, and end the watch.
+    async fn unless_client_leaves<F>(&mut self, response: F) -> Result<ResponseHead, HeadFailure>
+    where
+        F: std::future::Future<Output = Result<ResponseHead, HeadFailure>>,
+    {
+        let mut response = std::pin::pin!(response);
+        // A client that already sent more is plainly still there.
+        let mut watching = self.buf.is_empty();
+        loop {
+            if !watching {
+                return response.await;
+            }
+            let readable = monoio::select! {
+                head = &mut response => return head,
+                ready = self.stream.readable(false) => ready,
+            };
+            if let Err(err) = readable {
+                return Err(HeadFailure::Failed(Error::ClientGone(err)));
+            }
+            // Readable means a read completes at once; the deadline only guards against a
+            // spurious wake-up holding back the response.
+            let deadline = Instant::now() + std::time::Duration::from_millis(50);
+            match io::read_into(&mut self.stream, &mut self.buf, 4096, deadline).await {
+                Ok(ReadOutcome::Data) => watching = false,
+                Ok(ReadOutcome::Closed) => {
+                    let gone = std::io::ErrorKind::ConnectionAborted.into();
+                    return Err(HeadFailure::Failed(Error::ClientGone(gone)));
+                }
+                // Readable but nothing to read: keep watching.
+                Ok(ReadOutcome::TimedOut) => {}
+                Err(err) => return Err(HeadFailure::Failed(Error::ClientGone(err))),
+            }
+        }
     }
 
     fn report(&self, upstream: &Upstream, index: usize, outcome: Outcome) {
