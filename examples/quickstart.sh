@@ -17,11 +17,12 @@ for port in 8080 9001; do
     fi
 done
 
-"$bin/loadtest" mock --listen 127.0.0.1:9001 2>/tmp/keygate-quickstart-mock.log &
+logs=$(mktemp -d)
+"$bin/loadtest" mock --listen 127.0.0.1:9001 2>"$logs/mock.log" &
 mock=$!
-"$bin/keygate" run --config examples/quickstart.toml 2>/tmp/keygate-quickstart.log &
+"$bin/keygate" run --config examples/quickstart.toml 2>"$logs/keygate.log" &
 keygate=$!
-trap 'kill "$keygate" "$mock" 2>/dev/null; wait 2>/dev/null || true' EXIT
+trap 'kill "$keygate" "$mock" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$logs"' EXIT
 
 for _ in $(seq 100); do
     curl -s -o /dev/null "$gateway/" 2>/dev/null && break
@@ -33,7 +34,8 @@ echo "== a chat completion through keygate (succeeds):"
 curl -sS -i "$gateway/v1/chat/completions" -H "$key" -H 'Content-Type: application/json' -d "$body"
 echo
 echo
-echo "== three more at once: the key's burst of 2 is spent, so one is refused with 429:"
+echo "== three more right away: the burst of 2 has room for one more; the two after it are"
+echo "   refused with 429 and the time until the rate (2/s) lets the next one through:"
 for i in 1 2 3; do
     curl -sS -o /dev/null -D - "$gateway/v1/chat/completions" -H "$key" \
         -H 'Content-Type: application/json' -d "$body" |

@@ -86,7 +86,7 @@ fn forwarding_fields_are_added_and_appended() {
     let proxied = roundtrip(
         gateway.addr(),
         b"GET /proxied HTTP/1.1\r\nHost: client.example:8443\r\nX-Forwarded-For: 203.0.113.7\r\n\
-          Via: 1.1 edge\r\n\r\n",
+          Via: 1.1 edge\r\nX-Forwarded-Host: spoofed.example\r\n\r\n",
     );
 
     let seen = echo.seen();

@@ -22,7 +22,12 @@ const HOP_BY_HOP: &[&[u8]] = &[
 ];
 
 /// Fields in which clients present their client key.
-const CREDENTIALS: &[&[u8]] = &[b"authorization", b"x-api-key", b"api-key"];
+const CREDENTIALS: &[&[u8]] = &[
+    b"authorization",
+    b"x-api-key",
+    b"api-key",
+    b"x-goog-api-key",
+];
 
 /// One header field: where its name and value sit in the head's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,7 @@ pub(super) struct FieldFacts {
     pub content_length: Option<u64>,
     pub transfer_encoding: bool,
     pub chunked: bool,
+    pub chunked_last: bool,
     pub connection_close: bool,
     pub connection_keep_alive: bool,
     pub connection_options: bool,
@@ -102,6 +108,8 @@ pub(super) fn collect(
             }
             facts.transfer_encoding = true;
             facts.chunked = value.eq_ignore_ascii_case(b"chunked");
+            let last = value.rsplit(|&b| b == b',').next().map_or(value, trim);
+            facts.chunked_last = last.eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',').map(trim) {
                 let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
@@ -111,6 +119,9 @@ pub(super) fn collect(
                 facts.connection_options |= !close && !keep_alive && !token.is_empty();
             }
         } else if name.eq_ignore_ascii_case(b"host") {
+            if !value.iter().all(|&b| is_host_byte(b)) {
+                return Err(ParseError::BadHost);
+            }
             facts.host_count += 1;
             flags.insert(FieldFlags::HOST);
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -164,6 +175,12 @@ fn mark_connection_options(base: &[u8], fields: &mut [Field]) {
     for index in hop {
         fields[index].flags.insert(FieldFlags::HOP_BY_HOP);
     }
+}
+
+/// Bytes a Host value may hold: an IP literal, IPv4 address or registered name (RFC 3986
+/// §3.2.2, percent-encoding included) and a port (RFC 9112 §3.2).
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&byte)
 }
 
 /// Content-Length is 1*DIGIT (RFC 9110 §8.6); a list of equal values is accepted.

@@ -211,6 +211,10 @@ fn classify(method: &[u8]) -> Method {
 
 /// The range of the path within a request target (RFC 9112 §3.2).
 fn path_of(target: &[u8]) -> Result<Range<usize>, ParseError> {
+    // A fragment is never sent in a request target (RFC 9112 §3.2).
+    if target.contains(&b'#') {
+        return Err(ParseError::Malformed("request target holds a fragment"));
+    }
     if target.first() == Some(&b'/') || target == b"*" {
         return Ok(0..target.len());
     }
@@ -316,6 +320,10 @@ mod tests {
             ),
             (b"GET / HTTP/1.1\r\n\r\n", ParseError::BadHost),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ParseError::BadHost),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ParseError::BadHost),
+            (b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", ParseError::BadHost),
+            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", ParseError::BadHost),
+            (b"GET /x#frag HTTP/1.1\r\nHost: a\r\n\r\n", ParseError::Malformed("request target holds a fragment")),
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", ParseError::UnsupportedExpectation),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", ParseError::Malformed("invalid header name")),
             (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", ParseError::Malformed("invalid header name")),

@@ -65,6 +65,11 @@ impl ResponseHead {
                 }
                 if facts.chunked {
                     Framing::Chunked
+                } else if facts.chunked_last {
+                    // A coding under chunked (`gzip, chunked`) would have to reach the client
+                    // as it is; the gateway relays only plain chunked, and refuses the rest
+                    // rather than pass the body on with its framing mangled.
+                    return Err(ParseError::UnsupportedTransferEncoding);
                 } else {
                     Framing::CloseDelimited
                 }
@@ -203,6 +208,10 @@ mod tests {
             (
                 b"HTTP/1.1 2x0 OK\r\n\r\n",
                 ParseError::Malformed("invalid status line"),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                ParseError::UnsupportedTransferEncoding,
             ),
         ];
         for (input, expected) in table {

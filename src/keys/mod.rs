@@ -223,7 +223,7 @@ impl KeyTable {
 }
 
 /// The client key a request presents: `Authorization: Bearer KEY` (scheme in any case),
-/// else `x-api-key`, else `api-key`.
+/// else `x-api-key`, else `api-key`, else `x-goog-api-key` (as Gemini clients send it).
 pub fn presented(head: &RequestHead) -> Result<&[u8], AuthError> {
     if let Some(value) = head.header("authorization") {
         if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
@@ -233,7 +233,7 @@ pub fn presented(head: &RequestHead) -> Result<&[u8], AuthError> {
             }
         }
     }
-    ["x-api-key", "api-key"]
+    ["x-api-key", "api-key", "x-goog-api-key"]
         .into_iter()
         .find_map(|name| head.header(name).filter(|value| !value.is_empty()))
         .ok_or(AuthError::Missing)

@@ -300,6 +300,8 @@ pub(super) fn encode_request_head(
         } else if name.eq_ignore_ascii_case(b"via") && !via_seen {
             via_seen = true;
             writer.field_list(name, value, via);
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+            // The gateway states the host it was asked for; a client's claim is dropped.
         } else {
             writer.field(name, value);
         }
