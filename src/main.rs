@@ -130,6 +130,16 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // A second SIGTERM or SIGINT during the drain means "now": the operator gives up on
+    // in-flight requests and on the last snapshot of the counters.
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if signal != SIGHUP {
+                tracing::warn!(signal, "second signal: exiting without finishing the drain");
+                std::process::exit(1);
+            }
+        }
+    });
     gateway.join();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

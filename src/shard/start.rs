@@ -51,6 +51,9 @@ pub enum StartError {
     /// Persisted quota state cannot be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Another running keygate uses the same state directory.
+    #[error("state_dir {0} is in use by another running keygate; give each instance its own")]
+    StateInUse(std::path::PathBuf),
 }
 
 /// The running shards.
@@ -64,6 +67,8 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
+    /// Held for the gateway's life: the lock that keeps a second instance off `state_dir`.
+    _state_lock: std::fs::File,
 }
 
 impl Gateway {
@@ -118,6 +123,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let config = Arc::new(config);
     let state_dir = config.gateway.state_dir.clone();
     let restored = Arc::new(journal::load(&state_dir)?);
+    let state_lock = lock_state_dir(&state_dir)?;
     let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
         StateError::Directory {
             path: state_dir,
@@ -188,6 +194,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         shutdown,
         threads,
         writer: Some(writer),
+        _state_lock: state_lock,
     })
 }
 
@@ -246,6 +253,26 @@ fn run_shard(
             source,
             hint,
         }));
+    }
+}
+
+/// Takes the lock on `state_dir`: two instances writing the same snapshots would overwrite
+/// each other's counters. The lock is released when the process ends, however it ends.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let directory = |source| StateError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|err| StartError::State(directory(err)))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::StateInUse(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(err)) => Err(StartError::State(directory(err))),
     }
 }
 
