@@ -304,7 +304,7 @@ cpu_busy() {
 # Whether a compiler or linker runs (someone's build).
 building() {
     local name
-    for name in rustc cargo cc cc1 cc1plus ld ld.lld ld.gold; do
+    for name in rustc cargo cc cc1 cc1plus collect2 ld ld.lld ld.gold lld rust-lld; do
         pgrep -x "$name" >/dev/null && return 0
     done
     return 1
