@@ -112,14 +112,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port nobody listens on (the start of each server fails loudly if it was taken since).
+# A port no socket uses, below the kernel's ephemeral range so that no outgoing connection
+# takes it meanwhile (the start of each server fails loudly if it was taken anyway).
 used_ports=" "
 free_port() {
-    local port
+    local port low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % (low > 12000 ? low - 10000 : 2000)))
         case "$used_ports" in *" $port "*) continue ;; esac
-        if [ -z "$(ss -Hltn "sport = :$port")" ]; then
+        if [ -z "$(ss -Htan "sport = :$port")" ]; then
             used_ports+="$port "
             echo "$port"
             return
