@@ -22,9 +22,11 @@
 #      Every target receives the same bytes, including `Authorization: Bearer <the client
 #      key>`: keygate+key checks and strips it, keygate without keys and nginx pass it on.
 #      nginx also sets X-Forwarded-For and X-Forwarded-Host, which keygate always adds.
-#   4. Prints, per request and target, the medians over rounds of req/s, p50 and p99, the
-#      requests answered with a status >= 400 and socket errors (both must be 0), and the
-#      ratios keygate/nginx: req/s (higher is better) and p99 (lower is better).
+#   4. Prints, per request and target, the medians over rounds of req/s, p50, p99 and the
+#      target's own CPU time per request (from /proc/PID/stat: the steadiest figure when the
+#      cores are shared), the requests answered with a status >= 400 and socket errors (both
+#      must be 0), and the ratios keygate/nginx: req/s (higher is better), p99 (lower is
+#      better) and nginx's CPU per request over keygate's (higher is better).
 #   Everything it started is stopped by PID on exit (trap), and the temp dir removed.
 #
 # Other people's builds share the cores. Before each wrk run the script waits (up to
@@ -153,10 +155,12 @@ wait_ready() {
 
 targets=()       # names, in run order
 declare -A url   # name -> base URL
+declare -A pid_of  # name -> PID (nginx: the master; its workers are found at run time)
 
 mock_port=$(free_port)
 "$bin/loadtest" mock --listen "127.0.0.1:$mock_port" --workers 1 2>"$tmp/mock.log" &
 pids+=($!)
+pid_of[mock]=$!
 wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models"
 targets+=(mock)
 url[mock]=http://127.0.0.1:$mock_port
@@ -197,6 +201,7 @@ EOF
     fi
     KEYGATE_LOG=warn "$bin/keygate" run --config "$dir/keygate.toml" 2>"$tmp/$name.log" &
     pids+=($!)
+    pid_of[$name]=$!
     wait_ready "$name" $! "http://127.0.0.1:$port/v1/models"
     targets+=("$name")
     url[$name]=http://127.0.0.1:$port
@@ -244,6 +249,7 @@ EOF
     "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
         -g 'daemon off;' 2>"$tmp/$name.log" &
     pids+=($!)
+    pid_of[$name]=$!
     wait_ready "$name" $! "http://127.0.0.1:$port/v1/models"
     targets+=("$name")
     url[$name]=http://127.0.0.1:$port
@@ -330,10 +336,10 @@ wait_quiet() {
     done
 }
 
-# CPU time (clock ticks) of the servers this script started, nginx workers included.
+# CPU time (clock ticks) of the given server processes and their children (nginx workers).
 server_ticks() {
     local total=0 pid stat
-    for pid in "${pids[@]}" $(for p in "${pids[@]}"; do pgrep -P "$p" || true; done); do
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
         [ -r "/proc/$pid/stat" ] || continue
         read -ra stat < <(sed 's/.*) //' "/proc/$pid/stat")
         total=$((total + stat[11] + stat[12]))
@@ -366,11 +372,13 @@ run_wrk() {
     local round=$1 request=$2 target=$3 duration=$4 out line foreign attempt
     out=$tmp/wrk-r$round-$request-${target// /_}.txt
     for attempt in 1 2 3; do
-        local m0 s0 c0 m1 s1 c1
-        m0=$(machine_ticks); s0=$(server_ticks); times >"$tmp/times"; c0=$(child_ticks "$tmp/times")
+        local m0 s0 t0 c0 m1 s1 t1 c1
+        m0=$(machine_ticks); s0=$(server_ticks "${pids[@]}"); t0=$(server_ticks "${pid_of[$target]}")
+        times >"$tmp/times"; c0=$(child_ticks "$tmp/times")
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" --latency -s "$tmp/$request.lua" \
             "${url[$target]}" >"$out" 2>&1
-        m1=$(machine_ticks); s1=$(server_ticks); times >"$tmp/times"; c1=$(child_ticks "$tmp/times")
+        m1=$(machine_ticks); s1=$(server_ticks "${pids[@]}"); t1=$(server_ticks "${pid_of[$target]}")
+        times >"$tmp/times"; c1=$(child_ticks "$tmp/times")
         foreign=$(((m1 - m0 - (s1 - s0) - (c1 - c0)) * 100 / (duration * $(getconf CLK_TCK))))
         [ "$foreign" -lt 0 ] && foreign=0
         line=$(grep '^RESULT' "$out" || true)
@@ -388,10 +396,15 @@ run_wrk() {
     done
     # shellcheck disable=SC2086
     local $(sed 's/^RESULT //' <<<"$line")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$request" "$target" \
-        "$rps" "$p50_us" "$p99_us" "$status_errors" "$socket_errors" "$foreign" >>"$results"
-    printf '  %-7s %-16s %10s req/s  p50 %6s us  p99 %6s us  other %3s%%\n' \
-        "$request" "$target" "$rps" "$p50_us" "$p99_us" "$foreign" >&2
+    # The target's own CPU time per request, in microseconds.
+    local cpu_us
+    cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN { printf "%.2f", (n > 0 ? t / hz / n * 1e6 : 0) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$request" "$target" \
+        "$rps" "$p50_us" "$p99_us" "$status_errors" "$socket_errors" "$foreign" "$cpu_us" \
+        >>"$results"
+    printf '  %-7s %-16s %10s req/s  p50 %6s us  p99 %6s us  cpu %6s us/req  other %3s%%\n' \
+        "$request" "$target" "$rps" "$p50_us" "$p99_us" "$cpu_us" "$foreign" >&2
 }
 
 echo "targets: ${targets[*]}; requests: $REQUESTS; $ROUNDS rounds of ${DURATION}s runs" >&2
@@ -426,11 +439,12 @@ sum_of() { awk '{ s += $1 } END { print s + 0 }'; }
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, medians of $ROUNDS rounds" \
     "(requests >= 400 and socket errors summed over rounds;" \
+    "cpu us/req: the target's own CPU time per request;" \
     "other%: the most CPU other processes took during one run, in % of a core)"
 for request in $REQUESTS; do
     echo
-    printf '%-7s %-16s %12s %10s %10s %8s %8s %7s\n' request target req/s "p50 ms" "p99 ms" \
-        ">=400" sockerr "other%"
+    printf '%-7s %-16s %12s %10s %10s %12s %8s %8s %7s\n' request target req/s "p50 ms" \
+        "p99 ms" "cpu us/req" ">=400" sockerr "other%"
     for target in "${targets[@]}"; do
         rps=$(column_of "$request" "$target" 4 | median)
         p50=$(column_of "$request" "$target" 5 | median)
@@ -438,17 +452,20 @@ for request in $REQUESTS; do
         st=$(column_of "$request" "$target" 7 | sum_of)
         so=$(column_of "$request" "$target" 8 | sum_of)
         other=$(column_of "$request" "$target" 9 | sort -n | tail -1)
+        cpu=$(column_of "$request" "$target" 10 | median)
+        med[$request/$target/cpu]=$cpu
         med[$request/$target/rps]=$rps
         med[$request/$target/p99]=$p99
-        printf '%-7s %-16s %12.0f %10.3f %10.3f %8s %8s %7s\n' "$request" "$target" "$rps" \
-            "$(awk -v v="$p50" 'BEGIN { print v / 1000 }')" \
-            "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$st" "$so" "$other"
+        printf '%-7s %-16s %12.0f %10.3f %10.3f %12.2f %8s %8s %7s\n' "$request" "$target" \
+            "$rps" "$(awk -v v="$p50" 'BEGIN { print v / 1000 }')" \
+            "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$st" "$so" "$other"
     done
 done
 
 echo
 echo "ratios against nginx with the same worker count (target: req/s >= 1.20, p99 <= 1.00)"
-printf '%-7s %-16s %12s %10s %s\n' request target "req/s x" "p99 x" verdict
+printf '%-7s %-16s %12s %10s %16s %s\n' request target "req/s x" "p99 x" "nginx cpu/req x" \
+    verdict
 for request in $REQUESTS; do
     for target in "${targets[@]}"; do
         case $target in keygate*) ;; *) continue ;; esac
@@ -456,12 +473,13 @@ for request in $REQUESTS; do
         nginx=${nginx/+key/}
         awk -v r="${med[$request/$target/rps]}" -v n="${med[$request/$nginx/rps]}" \
             -v p="${med[$request/$target/p99]}" -v np="${med[$request/$nginx/p99]}" \
+            -v c="${med[$request/$target/cpu]}" -v nc="${med[$request/$nginx/cpu]}" \
             -v q="$request" -v t="$target" 'BEGIN {
-                rr = r / n; pr = p / np
+                rr = r / n; pr = p / np; cr = (c > 0 ? nc / c : 0)
                 verdict = (rr >= 1.2 && pr <= 1.0) ? "meets target" : "below target"
-                printf "%-7s %-16s %12.2f %10.2f %s\n", q, t, rr, pr, verdict }'
+                printf "%-7s %-16s %12.2f %10.2f %16.2f %s\n", q, t, rr, pr, cr, verdict }'
     done
 done
 echo
-echo "per-round figures (round request target req/s p50_us p99_us >=400 sockerr other%):"
+echo "per-round figures (round request target req/s p50_us p99_us >=400 sockerr other% cpu_us):"
 sort -t$'\t' -k2,2 -k3,3 -k1,1n "$results" | sed 's/^/  /'
