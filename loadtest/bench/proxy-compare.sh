@@ -477,7 +477,7 @@ for request in $REQUESTS; do
             -v q="$request" -v t="$target" 'BEGIN {
                 rr = r / n; pr = p / np; cr = (c > 0 ? nc / c : 0)
                 verdict = (rr >= 1.2 && pr <= 1.0) ? "meets target" : "below target"
-                printf "%-7s %-16s %12.2f %10.2f %16.2f %s\n", q, t, rr, pr, cr, verdict }'
+                printf "%-7s %-16s %12.3f %10.3f %16.3f %s\n", q, t, rr, pr, cr, verdict }'
     done
 done
 echo
