@@ -82,6 +82,21 @@ impl From<httparse::Error> for ParseError {
     }
 }
 
+/// The length of a complete head from httparse's answer, or `None` while more bytes are
+/// needed; a head (or the part of one buffered so far) over `max` is too large.
+fn head_length(
+    status: httparse::Result<usize>,
+    buffered: usize,
+    max: usize,
+) -> Result<Option<usize>, ParseError> {
+    match status? {
+        httparse::Status::Complete(len) if len > max => Err(ParseError::HeadTooLarge),
+        httparse::Status::Complete(len) => Ok(Some(len)),
+        httparse::Status::Partial if buffered > max => Err(ParseError::HeadTooLarge),
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
 fn version_of(minor: Option<u8>) -> Version {
     match minor {
         Some(0) => Version::Http10,

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::fields::{self, Field};
-use super::{version_of, Framing, ParseError, Version, MAX_HEADERS};
+use super::{head_length, version_of, Framing, ParseError, Version, MAX_HEADERS};
 
 /// The request methods the gateway treats specially; others are carried as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,17 +58,9 @@ impl RequestHead {
     ) -> Result<Option<RequestHead>, ParseError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
-        let head_len = match request.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > max_head_bytes => {
-                return Err(ParseError::HeadTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(err) => return Err(err.into()),
+        let Some(head_len) = head_length(request.parse(buf), buf.len(), max_head_bytes)? else {
+            return Ok(None);
         };
-        if head_len > max_head_bytes {
-            return Err(ParseError::HeadTooLarge);
-        }
 
         let base: &[u8] = buf;
         let facts = fields::collect(base, request.headers, fields)?;

@@ -5,7 +5,7 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::fields::{self, Field};
-use super::{version_of, Framing, ParseError, Version, MAX_HEADERS};
+use super::{head_length, version_of, Framing, ParseError, Version, MAX_HEADERS};
 
 /// A parsed response head. Spans point into the buffer it was parsed from, which the caller
 /// must not change until it is done with the head (see [`ResponseHead::parse`]).
@@ -39,13 +39,8 @@ impl ResponseHead {
     ) -> Result<Option<ResponseHead>, ParseError> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut slots);
-        let head_len = match response.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > max_head_bytes => {
-                return Err(ParseError::HeadTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(err) => return Err(err.into()),
+        let Some(head_len) = head_length(response.parse(buf), buf.len(), max_head_bytes)? else {
+            return Ok(None);
         };
 
         let base: &[u8] = buf;
