@@ -165,6 +165,26 @@ impl Shard {
         }
     }
 
+    /// Closes pooled upstream connections that idled past their upstream's
+    /// `pool_idle_timeout`, checking once a second, so idle sockets do not wait for the next
+    /// request to that endpoint to be let go.
+    async fn close_idle_upstreams(self: Rc<Self>) {
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.drain.wait() => return,
+            }
+            let now = monoio::time::Instant::now();
+            for endpoint in self
+                .upstreams
+                .iter()
+                .flat_map(|upstream| &upstream.endpoints)
+            {
+                endpoint.pool.borrow_mut().evict_expired(now);
+            }
+        }
+    }
+
     /// Persists the counters every `persist_interval` while they change.
     async fn persist_periodically(self: Rc<Self>) {
         if self.state.is_none() {
@@ -202,6 +222,7 @@ impl Shard {
     ) {
         monoio::spawn(Rc::clone(&self).adopt_connections(inbox));
         monoio::spawn(Rc::clone(&self).persist_periodically());
+        monoio::spawn(Rc::clone(&self).close_idle_upstreams());
         let mut shutdown = self.shutdown.clone();
         let mut pressure = listener::Pressure::default();
         loop {
