@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
+
+use crate::http::Field;
 use monoio::time::Instant;
 
 /// An open connection to an upstream endpoint, with its own read buffer.
@@ -17,6 +19,8 @@ pub struct UpstreamConn {
     /// Whether this connection carried an earlier exchange (and so may have been closed by the
     /// upstream while it sat idle).
     pub reused: bool,
+    /// Storage for the fields of the next response head, kept between exchanges.
+    pub fields: Vec<Field>,
 }
 
 impl UpstreamConn {
@@ -31,6 +35,7 @@ impl UpstreamConn {
             stream,
             buf: BytesMut::with_capacity(buffer),
             reused: false,
+            fields: Vec::new(),
         })
     }
 }

@@ -209,7 +209,7 @@ async fn read_response_head(
     deadline: Instant,
 ) -> Result<ResponseHead, HeadFailure> {
     let mut received_any = !conn.buf.is_empty();
-    let mut fields = Vec::new();
+    let mut fields = std::mem::take(&mut conn.fields);
     loop {
         if !conn.buf.is_empty() {
             let parsed = ResponseHead::parse(
