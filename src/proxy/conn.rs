@@ -91,6 +91,9 @@ pub(super) struct ClientConn {
     pub(super) body_done: bool,
     /// The authenticated client key of the current request (table position).
     pub(super) key: Option<u32>,
+    /// When the current exchange started: the one clock reading the single-write steps of a
+    /// small exchange share, instead of reading the clock for each of them.
+    pub(super) started: Instant,
     /// Whether the current request's tokens count against a budget.
     pub(super) count_tokens: bool,
     /// The tokens the upstream reported for the current response.
@@ -111,6 +114,7 @@ impl ClientConn {
             response_started: false,
             body_done: true,
             key: None,
+            started: Instant::now(),
             count_tokens: false,
             usage: None,
             scanner: None,
@@ -167,6 +171,7 @@ impl ClientConn {
         self.response_started = false;
         self.body_done = matches!(head.framing, Framing::Empty | Framing::Length(0));
         self.key = None;
+        self.started = Instant::now();
         self.count_tokens = false;
         self.usage = None;
 
@@ -261,8 +266,8 @@ impl ClientConn {
         if self.out.is_empty() {
             return;
         }
-        let timeout = self.shard.limits.idle_timeout;
-        if let Err(err) = io::flush(&mut self.stream, &mut self.out, timeout).await {
+        let deadline = Instant::now() + self.shard.limits.idle_timeout;
+        if let Err(err) = io::flush(&mut self.stream, &mut self.out, deadline).await {
             tracing::debug!(shard = self.shard.id, error = %err, "error response not delivered");
         }
     }

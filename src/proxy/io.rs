@@ -2,7 +2,6 @@
 //! writing an owned buffer, each bounded by a deadline.
 
 use std::io;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
@@ -44,13 +43,13 @@ pub(super) async fn read_into(
     }
 }
 
-/// Writes all of `data`, giving it back for reuse. Fails with `TimedOut` after `timeout`.
+/// Writes all of `data`, giving it back for reuse. Fails with `TimedOut` at `deadline`.
 pub(super) async fn write_all<T: IoBuf + 'static>(
     stream: &mut TcpStream,
     data: T,
-    timeout: Duration,
+    deadline: Instant,
 ) -> io::Result<T> {
-    match monoio::time::timeout(timeout, stream.write_all(data)).await {
+    match monoio::time::timeout_at(deadline, stream.write_all(data)).await {
         Ok((Ok(_), data)) => Ok(data),
         Ok((Err(err), _)) => Err(err),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
@@ -61,10 +60,10 @@ pub(super) async fn write_all<T: IoBuf + 'static>(
 pub(super) async fn flush(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    timeout: Duration,
+    deadline: Instant,
 ) -> io::Result<()> {
     let owned = std::mem::take(buf);
-    let mut owned = write_all(stream, owned, timeout).await?;
+    let mut owned = write_all(stream, owned, deadline).await?;
     owned.clear();
     *buf = owned;
     Ok(())

@@ -53,8 +53,8 @@ impl ClientConn {
         if head.expect_continue && self.buf.is_empty() {
             self.out.clear();
             self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            let timeout = self.shard.limits.idle_timeout;
-            io::flush(&mut self.stream, &mut self.out, timeout)
+            let deadline = Instant::now() + self.shard.limits.idle_timeout;
+            io::flush(&mut self.stream, &mut self.out, deadline)
                 .await
                 .map_err(Error::ClientGone)?;
         }
@@ -93,14 +93,14 @@ impl ClientConn {
             remaining -= take as u64;
             if take == self.buf.len() {
                 let buf = std::mem::take(&mut self.buf);
-                let mut buf = io::write_all(&mut upstream.stream, buf, timeout)
+                let mut buf = io::write_all(&mut upstream.stream, buf, Instant::now() + timeout)
                     .await
                     .map_err(Error::UpstreamIo)?;
                 buf.clear();
                 self.buf = buf;
             } else {
                 let part = self.buf.split_to(take).freeze();
-                io::write_all(&mut upstream.stream, part, timeout)
+                io::write_all(&mut upstream.stream, part, Instant::now() + timeout)
                     .await
                     .map_err(Error::UpstreamIo)?;
             }
@@ -145,9 +145,13 @@ impl ClientConn {
                 self.out.put_slice(b"0\r\n\r\n");
             }
             if !self.out.is_empty() {
-                io::flush(&mut upstream.stream, &mut self.out, timeout)
-                    .await
-                    .map_err(Error::UpstreamIo)?;
+                io::flush(
+                    &mut upstream.stream,
+                    &mut self.out,
+                    Instant::now() + timeout,
+                )
+                .await
+                .map_err(Error::UpstreamIo)?;
             }
         }
         self.body_done = true;

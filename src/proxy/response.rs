@@ -256,18 +256,18 @@ impl ClientConn {
         conn: &mut UpstreamConn,
         len: usize,
     ) -> Result<(), Error> {
-        let timeout = self.shard.limits.idle_timeout;
+        let deadline = Instant::now() + self.shard.limits.idle_timeout;
         self.response_started = true;
         if len == conn.buf.len() {
             let buf = std::mem::take(&mut conn.buf);
-            let mut buf = io::write_all(&mut self.stream, buf, timeout)
+            let mut buf = io::write_all(&mut self.stream, buf, deadline)
                 .await
                 .map_err(Error::ClientGone)?;
             buf.clear();
             conn.buf = buf;
         } else if len > 0 {
             let part = conn.buf.split_to(len).freeze();
-            io::write_all(&mut self.stream, part, timeout)
+            io::write_all(&mut self.stream, part, deadline)
                 .await
                 .map_err(Error::ClientGone)?;
         }
@@ -281,11 +281,17 @@ impl ClientConn {
         }
     }
 
-    /// Writes the scratch buffer (head and small bodies) to the client.
+    /// Writes the scratch buffer (head and small bodies) to the client. The first write of a
+    /// response is due `idle_timeout` after the exchange started; later ones after they begin.
     async fn send_out(&mut self) -> Result<(), Error> {
         let timeout = self.shard.limits.idle_timeout;
+        let from = if self.response_started {
+            Instant::now()
+        } else {
+            self.started
+        };
         self.response_started = true;
-        io::flush(&mut self.stream, &mut self.out, timeout)
+        io::flush(&mut self.stream, &mut self.out, from + timeout)
             .await
             .map_err(Error::ClientGone)
     }

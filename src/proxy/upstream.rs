@@ -44,7 +44,7 @@ impl ClientConn {
         let mut avoid = None;
 
         loop {
-            let now = Instant::now();
+            let now = self.started;
             let index = upstream.pick(now, avoid);
             let endpoint = &upstream.endpoints[index];
             let pooled = if replayed {
@@ -135,7 +135,7 @@ impl ClientConn {
             // Small first pieces of a streamed body travel with the head.
             RequestBody::Streamed(_) | RequestBody::Chunked | RequestBody::Empty => {}
         }
-        if let Err(err) = io::flush(&mut conn.stream, &mut self.out, timeout).await {
+        if let Err(err) = io::flush(&mut conn.stream, &mut self.out, self.started + timeout).await {
             return Err(HeadFailure::ClosedEarly(err));
         }
 
@@ -146,7 +146,13 @@ impl ClientConn {
         };
         streamed.map_err(HeadFailure::Failed)?;
 
-        let deadline = Instant::now() + upstream.config.response_timeout;
+        // The response is due response_timeout after the request went out: for a small body
+        // that is when the exchange started; a streamed body may have taken a while.
+        let sent_at = match body {
+            RequestBody::Streamed(_) | RequestBody::Chunked => Instant::now(),
+            RequestBody::Empty | RequestBody::Buffered(_) => self.started,
+        };
+        let deadline = sent_at + upstream.config.response_timeout;
         let response = read_response_head(conn, head.method == Method::Head, deadline);
         self.unless_client_leaves(response).await
     }
@@ -190,7 +196,7 @@ impl ClientConn {
     }
 
     fn report(&self, upstream: &Upstream, index: usize, outcome: Outcome) {
-        if upstream.report(index, outcome, Instant::now()) {
+        if upstream.report(index, outcome, self.started) {
             tracing::warn!(
                 shard = self.shard.id,
                 upstream = %upstream.config.name,
