@@ -162,7 +162,8 @@ fn warn_unserved(config: &Config) {
         tracing::warn!(%addr, "admin_listen is not served by this version; ignored");
     }
     if let Some(path) = &config.gateway.access_log {
-        tracing::warn!(path = %path.display(), "access_log is not written by this version; ignored");
+        let path = path.display();
+        tracing::warn!(%path, "access_log is not written by this version; ignored");
     }
     for upstream in config
         .upstreams

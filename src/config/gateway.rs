@@ -34,7 +34,8 @@ pub struct Gateway {
     /// Access log file, relative to the config file's directory (already joined here).
     /// Default: none (no access log).
     pub access_log: Option<PathBuf>,
-    /// The tuning file that was loaded into [`Config::tuning`](super::Config::tuning), if one was named.
+    /// The tuning file that was loaded into [`Config::tuning`](super::Config::tuning), if one
+    /// was named.
     pub tuning_file: Option<PathBuf>,
     /// Largest request head accepted, in bytes; larger gets 431. Default 16384, range
     /// 1024..=1048576.

@@ -49,7 +49,8 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
                 return;
             }
             Err(error) => {
-                tracing::debug!(shard = shard.id, %peer, %error, side = ?error.side(), "request failed");
+                let side = error.side();
+                tracing::debug!(shard = shard.id, %peer, %error, ?side, "request failed");
                 // Once a response byte is out, or the body was left unread, the connection
                 // cannot carry another exchange.
                 let reusable = !conn.response_started && conn.body_done && head.keep_alive;

@@ -28,7 +28,11 @@ pub enum Error {
     #[error("this client key may not use {0}")]
     Forbidden(&'static str),
     /// A limit of the client key or its tenant refused the request.
-    #[error("{} limit of this client key exceeded; retry in {} ms", .0.exceeded.reason(), .0.retry_after.div_ceil(1_000_000))]
+    #[error(
+        "{} limit of this client key exceeded; retry in {} ms",
+        .0.exceeded.reason(),
+        .0.retry_after.div_ceil(1_000_000)
+    )]
     Limited(Refusal),
     /// CONNECT: the gateway offers no tunnels.
     #[error("method not allowed")]

@@ -152,7 +152,8 @@ impl Shard {
             let stream = match adopt(socket) {
                 Ok(stream) => stream,
                 Err(err) => {
-                    tracing::warn!(shard = self.id, error = %err, "cannot adopt a handed-off connection");
+                    let shard = self.id;
+                    tracing::warn!(shard, error = %err, "cannot adopt a handed-off connection");
                     continue;
                 }
             };
