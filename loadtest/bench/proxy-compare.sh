@@ -3,8 +3,10 @@
 # provider, on one machine, measured with wrk.
 #
 # What it does
-#   1. Installs wrk and nginx with apt-get when they are missing (one `apt-get update` first),
-#      and builds the workspace in release mode (BUILD=0 skips the build).
+#   1. Installs wrk and nginx with apt-get when they are missing (one `apt-get update` first;
+#      on a host with systemd, Debian's package may start its own nginx on port 80, which this
+#      script neither uses nor stops), and builds the workspace in release mode (BUILD=0
+#      skips the build).
 #   2. Starts, all on 127.0.0.1 and on free ports it picks:
 #        - the mock provider: target/release/loadtest mock --workers 1
 #        - keygate as a plain proxy (no client keys), for each worker count in WORKERS
@@ -15,6 +17,9 @@
 #          `keepalive_requests` on both sides, `access_log off`, nginx's default buffering
 #      keygate runs with tuning/local.toml (pin_cores = false: pinning costs 30-50% when the
 #      load generator shares the cores); its config and nginx's are generated in a temp dir.
+#      One worker each is the default: on 2 cores shared with wrk and the mock, a second
+#      worker adds little throughput and multiplies p99 by scheduling delays, for both
+#      servers (figures in docs/benchmarks.md).
 #   3. Runs `wrk -t1 -c64 -d10s --latency` against every target, interleaved (mock, keygate,
 #      keygate+key, nginx, mock, keygate, ...), for ROUNDS rounds, on two requests:
 #        chat:   POST /v1/chat/completions with a small JSON body
