@@ -12,6 +12,10 @@ use crate::http::{FieldFlags, HeadWriter, Method, RequestHead, ResponseHead, Ver
 use crate::net::UpstreamConn;
 use crate::upstream::{Outcome, Upstream};
 
+/// How long a response head may take before the gateway starts watching for the client
+/// leaving.
+const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A request delivered upstream, and the head of its response.
 pub(super) struct Sent {
     pub(super) conn: UpstreamConn,
@@ -166,6 +170,12 @@ impl ClientConn {
         F: std::future::Future<Output = Result<ResponseHead, HeadFailure>>,
     {
         let mut response = std::pin::pin!(response);
+        // Most responses start within a few milliseconds: only a wait longer than that is
+        // worth a readiness poll on the client socket, which costs an io_uring operation
+        // armed and cancelled.
+        if let Ok(head) = monoio::time::timeout(WATCH_CLIENT_AFTER, &mut response).await {
+            return head;
+        }
         // A client that already sent more is plainly still there.
         let mut watching = self.buf.is_empty();
         loop {
