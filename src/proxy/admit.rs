@@ -58,8 +58,17 @@ impl ClientConn {
         body: &RequestBody,
     ) -> Result<Permit, Error> {
         let shard = Rc::clone(&self.shard);
+        let limits = &key.limits;
+        let tenant_counts_tokens = key.tenant.is_some_and(|index| {
+            let tenant = &shard.keys.tenant(index).limits;
+            tenant.tokens_per_minute.is_some() || tenant.tokens_per_day.is_some()
+        });
+        let counts_tokens = limits.tokens_per_minute.is_some()
+            || limits.tokens_per_day.is_some()
+            || tenant_counts_tokens;
+        // The body is read only when something depends on it: a model list or a token budget.
         let facts = match body {
-            RequestBody::Buffered(bytes) => {
+            RequestBody::Buffered(bytes) if counts_tokens || key.restricts_models() => {
                 RequestFacts::inspect(upstream.config.provider, head.path(), bytes)
             }
             _ => RequestFacts::default(),
@@ -73,14 +82,6 @@ impl ClientConn {
             }
         }
 
-        let limits = &key.limits;
-        let tenant_counts_tokens = key.tenant.is_some_and(|index| {
-            let tenant = &shard.keys.tenant(index).limits;
-            tenant.tokens_per_minute.is_some() || tenant.tokens_per_day.is_some()
-        });
-        let counts_tokens = limits.tokens_per_minute.is_some()
-            || limits.tokens_per_day.is_some()
-            || tenant_counts_tokens;
         // Every provider's completion call is a request with a body; one without (a model
         // list, say) asks for no completion and reserves nothing. Whatever usage it reports
         // is still charged when it is settled.
