@@ -80,21 +80,10 @@ impl Pool {
         }
     }
 
-    /// Closes connections that idled past the timeout; returns how many remain.
-    pub fn evict_expired(&mut self, now: Instant) -> usize {
+    /// Closes connections that idled past the timeout.
+    pub fn evict_expired(&mut self, now: Instant) {
         let timeout = self.idle_timeout;
         self.idle
             .retain(|idle| now.saturating_duration_since(idle.since) < timeout);
-        self.idle.len()
-    }
-
-    /// How many idle connections the pool holds.
-    pub fn len(&self) -> usize {
-        self.idle.len()
-    }
-
-    /// Whether the pool holds no idle connection.
-    pub fn is_empty(&self) -> bool {
-        self.idle.is_empty()
     }
 }

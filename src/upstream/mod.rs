@@ -111,12 +111,4 @@ impl Upstream {
             }
         }
     }
-
-    /// Whether endpoint `index` is resting after failures.
-    pub fn is_ejected(&self, index: usize, now: Instant) -> bool {
-        self.endpoints[index]
-            .ejected_until
-            .get()
-            .is_some_and(|until| until > now)
-    }
 }
