@@ -11,9 +11,8 @@ use std::time::Duration;
 use super::raw::{IntOrText, RawGateway, Text};
 use super::tuning::{Tuning, TUNING_FILE_LIMIT};
 use super::validate::{
-    duration, duration_in, duration_or_zero, int, read_limited, relative_to, Ctx,
+    byte_size, duration, duration_in, duration_or_zero, int, read_limited, relative_to, Ctx,
 };
-use super::value;
 
 /// `[gateway]`: how the gateway listens and what it accepts from clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,19 +103,7 @@ pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tunin
         },
     };
 
-    let max_body_bytes = match raw.max_body_bytes.as_ref() {
-        None => 10 << 20,
-        Some(v) => {
-            let parsed = match v.get_ref() {
-                IntOrText::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".into()),
-                IntOrText::Text(text) => value::parse_byte_size(text).map_err(|e| e.to_string()),
-            };
-            parsed.unwrap_or_else(|msg: String| {
-                cx.problems.at(v.span(), format!("max_body_bytes: {msg}"));
-                0
-            })
-        }
-    };
+    let max_body_bytes = byte_size(&raw.max_body_bytes, "max_body_bytes", 10 << 20, cx);
 
     let tuning_file = raw.tuning.as_ref().and_then(|v| path(v, "tuning", cx));
     let tuning = match (&tuning_file, &raw.tuning) {

@@ -69,6 +69,14 @@ pub(crate) struct RawUpstream {
     pub eject_after: Option<Int>,
     pub eject_for: Option<Text>,
     pub key_header: Option<Text>,
+    pub strategy: Option<Text>,
+    pub retry_attempts: Option<Int>,
+    pub retry_budget_percent: Option<Int>,
+    pub retry_body_max: Option<Spanned<IntOrText>>,
+    pub key_wait: Option<Text>,
+    pub cooldown_initial: Option<Text>,
+    pub cooldown_max: Option<Text>,
+    pub fallbacks: Option<TextList>,
     #[serde(default)]
     pub key: Vec<Spanned<RawProviderKey>>,
 }

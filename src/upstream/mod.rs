@@ -12,6 +12,11 @@ use monoio::time::Instant;
 use crate::config;
 use crate::net::Pool;
 
+pub mod keys;
+pub mod learn;
+
+pub use keys::{Exhausted, KeyPool, KeyRecord, KeyStatus, Lease, Picker};
+
 /// What one exchange with an endpoint showed about its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
