@@ -8,9 +8,10 @@ use super::conn::ClientConn;
 use super::io::{self, ReadOutcome};
 use super::request_body::RequestBody;
 use super::{Error, MAX_UPSTREAM_HEAD_BYTES};
+use crate::config::Provider;
 use crate::http::{FieldFlags, HeadWriter, Method, RequestHead, ResponseHead, Version};
 use crate::net::UpstreamConn;
-use crate::upstream::{Outcome, Upstream};
+use crate::upstream::{Lease, Outcome, Upstream};
 
 /// How long a response head may take before the gateway starts watching for the client
 /// leaving.
@@ -21,6 +22,8 @@ pub(super) struct Sent {
     pub(super) conn: UpstreamConn,
     pub(super) endpoint: usize,
     pub(super) head: ResponseHead,
+    /// Whether the request carried a key of the upstream's pool.
+    pub(super) keyed: bool,
 }
 
 /// Why no response head was read.
@@ -41,6 +44,7 @@ impl ClientConn {
         upstream: &Upstream,
         head: &RequestHead,
         body: &RequestBody,
+        key: Option<&Lease<'_>>,
     ) -> Result<Sent, Error> {
         let config = &upstream.config;
         let mut connect_attempts = 0;
@@ -79,7 +83,9 @@ impl ClientConn {
                 }
             };
 
-            let result = self.deliver(&mut conn, upstream, index, head, body).await;
+            let result = self
+                .deliver(&mut conn, upstream, index, head, body, key)
+                .await;
             match result {
                 Ok(response) => {
                     let outcome = if response.status >= 500 {
@@ -92,6 +98,7 @@ impl ClientConn {
                         conn,
                         endpoint: index,
                         head: response,
+                        keyed: key.is_some(),
                     });
                 }
                 Err(HeadFailure::ClosedEarly(err))
@@ -123,15 +130,17 @@ impl ClientConn {
         index: usize,
         head: &RequestHead,
         body: &RequestBody,
+        key: Option<&Lease<'_>>,
     ) -> Result<ResponseHead, HeadFailure> {
         let timeout = self.shard.limits.idle_timeout;
         self.out.clear();
         let authority = &upstream.endpoints[index].config.authority;
-        let strip_credentials = self.key.is_some();
         let target = Target {
             authority,
             peer_ip: &self.peer_ip,
-            strip_credentials,
+            strip_credentials: self.key.is_some() || key.is_some(),
+            key: key.map(Lease::header),
+            anthropic: upstream.config.provider == Provider::Anthropic,
         };
         encode_request_head(&mut self.out, head, &target, body);
         match body {
@@ -275,9 +284,17 @@ pub(super) struct Target<'a> {
     pub(super) authority: &'a str,
     /// The client's address, for X-Forwarded-For.
     pub(super) peer_ip: &'a str,
-    /// Whether fields that may hold a client key are removed (client keys are in use).
+    /// Whether fields that may hold a client key are removed (client keys are in use, or a
+    /// pool key takes their place).
     pub(super) strip_credentials: bool,
+    /// The pool key's field, name and value, when the upstream has a key pool.
+    pub(super) key: Option<(&'a [u8], &'a [u8])>,
+    /// Anthropic's API wants `anthropic-version`; one is added when the client sent none.
+    pub(super) anthropic: bool,
 }
+
+/// The API version sent to Anthropic when the client names none.
+const ANTHROPIC_VERSION: &[u8] = b"2023-06-01";
 
 /// The request head as the upstream sees it: origin-form target, the endpoint's authority as
 /// Host, no hop-by-hop fields and no client key, `X-Forwarded-*` and `Via` added, and the
@@ -292,6 +309,8 @@ pub(super) fn encode_request_head(
         authority,
         peer_ip,
         strip_credentials,
+        key,
+        anthropic,
     } = *target;
     let via: &[u8] = match head.version {
         Version::Http10 => b"1.0 keygate",
@@ -301,7 +320,11 @@ pub(super) fn encode_request_head(
     writer.request_line(head.method_bytes(), head.path());
     writer.field(b"Host", authority.as_bytes());
 
-    let (mut forwarded_for, mut via_seen) = (false, false);
+    if let Some((name, value)) = key {
+        writer.field(name, value);
+    }
+
+    let (mut forwarded_for, mut via_seen, mut versioned) = (false, false, false);
     for field in &head.fields {
         if field.flags.contains(FieldFlags::HOP_BY_HOP)
             || field.flags.contains(FieldFlags::HOST)
@@ -319,8 +342,12 @@ pub(super) fn encode_request_head(
         } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
             // The gateway states the host it was asked for; a client's claim is dropped.
         } else {
+            versioned |= anthropic && name.eq_ignore_ascii_case(b"anthropic-version");
             writer.field(name, value);
         }
+    }
+    if anthropic && key.is_some() && !versioned {
+        writer.field(b"anthropic-version", ANTHROPIC_VERSION);
     }
     if !forwarded_for {
         writer.field(b"X-Forwarded-For", peer_ip.as_bytes());

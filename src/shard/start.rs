@@ -13,6 +13,8 @@ use super::{listener, Handoff, Shard, Shared};
 use crate::config::{Config, DriverChoice, Workers};
 use crate::keys::KeyTable;
 use crate::quota::journal::{self, StateError, Writer};
+use crate::upstream::persist::{self, Saver};
+use crate::upstream::KeyPool;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,7 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
+    saver: Option<Saver>,
     /// Held for the gateway's life: the lock that keeps a second instance off `state_dir`.
     _state_lock: std::fs::File,
 }
@@ -86,6 +89,9 @@ impl Gateway {
         }
         if let Some(writer) = self.writer {
             writer.finish();
+        }
+        if let Some(saver) = self.saver {
+            saver.finish();
         }
     }
 }
@@ -126,18 +132,27 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let state_lock = lock_state_dir(&state_dir)?;
     let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
         StateError::Directory {
-            path: state_dir,
+            path: state_dir.clone(),
             source,
         }
     })?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| mpsc::unbounded_channel::<Handoff>())
         .unzip();
+    let pools: Vec<Option<Arc<KeyPool>>> = config
+        .upstreams
+        .iter()
+        .map(|upstream| KeyPool::new(upstream).map(Arc::new))
+        .collect();
+    let present: Vec<Arc<KeyPool>> = pools.iter().flatten().cloned().collect();
+    persist::restore(&state_dir, &present, persist::now());
+    let saver = Saver::start(state_dir, present).map_err(StartError::Spawn)?;
     let shared = Arc::new(Shared {
         keys,
         inboxes: senders.into(),
         restored,
         state: Some(writer.handle()),
+        pools,
     });
     let mut receivers = receivers.into_iter();
 
@@ -194,6 +209,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         shutdown,
         threads,
         writer: Some(writer),
+        saver: Some(saver),
         _state_lock: state_lock,
     })
 }
