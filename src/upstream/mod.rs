@@ -4,6 +4,8 @@
 //! State is per shard and changes only on its shard, so it lives in `Cell`s: no locks, no
 //! atomics. A failing endpoint is learned separately by each shard.
 
+pub mod learn;
+
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
