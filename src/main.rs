@@ -165,14 +165,6 @@ fn warn_unserved(config: &Config) {
         let path = path.display();
         tracing::warn!(%path, "access_log is not written by this version; ignored");
     }
-    for upstream in config
-        .upstreams
-        .iter()
-        .filter(|upstream| !upstream.keys.is_empty())
-    {
-        tracing::warn!(upstream = %upstream.name,
-            "provider keys ([[upstream.key]]) are not sent upstream by this version; ignored");
-    }
 }
 
 /// Logs go to stderr; `KEYGATE_LOG` (or `RUST_LOG`) sets the filter, `info` by default.
