@@ -29,9 +29,7 @@ fn decode(parts: &[&[u8]]) -> Result<(Vec<u8>, bool, usize), ChunkError> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&split, body)) = input.split_first() else {
-        return;
-    };
+    let Some((&split, body)) = input.split_first() else { return };
     let split = usize::from(split).min(body.len());
     let whole = decode(&[body]);
     let halves = decode(&[&body[..split], &body[split..]]);
