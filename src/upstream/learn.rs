@@ -2,18 +2,21 @@
 //! and how much of the key's request and token windows is left. This module is the reference
 //! of which fields keygate understands; docs/limits.md lists them for operators.
 //!
-//! | provider | fields read |
-//! | --- | --- |
-//! | every provider | `retry-after-ms`, then `retry-after`, on a 429 or a 5xx |
-//! | `openai`, `http` | `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` |
-//! | `anthropic` | `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}` |
-//! | `gemini` | none beyond `retry-after`; its 429 body's `RetryInfo.retryDelay`, see [`Learned::retry_delay_from_body`] |
+//! Fields read, per provider:
+//!
+//! - every provider: `retry-after-ms`, then `retry-after`, on a 429 or a 5xx;
+//! - `openai` and `http`: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, resets
+//!   as Go durations (`6m0s`);
+//! - `anthropic`: `anthropic-ratelimit-{W}-{limit,remaining,reset}` for each window `W` of
+//!   `requests`, `tokens`, `input-tokens` and `output-tokens`, resets as RFC 3339 times;
+//! - `gemini`: nothing more in the head; a 429 body's `RetryInfo.retryDelay`, read by
+//!   [`Learned::retry_delay_from_body`] (for any provider).
 //!
 //! Sans-IO: heads in, values out. [`Learned::from_head`] runs on every upstream response, so
 //! it must never allocate, and a head without any of these fields costs one pass over its
-//! field names with a length check and a first-byte comparison each. Values it cannot read
-//! are skipped, never errors; no input can make it panic. Every learned duration is capped
-//! at [`MAX_WAIT`].
+//! field names: a length and first-byte check each, and a short prefix comparison for the few
+//! that pass it. Values it cannot read are skipped, never errors; no input can make it panic.
+//! Every learned duration is capped at [`MAX_WAIT`].
 
 mod value;
 
@@ -116,7 +119,7 @@ impl Learned {
     }
 }
 
-/// The windows a response may announce, as indexes into [`Scan::windows`].
+// The windows a response may announce, as indexes into `Scan::windows`.
 const REQUESTS: usize = 0;
 const TOKENS: usize = 1;
 const INPUT_TOKENS: usize = 2;
