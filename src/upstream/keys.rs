@@ -576,20 +576,22 @@ impl<'a> Lease<'a> {
         let pool = self.pool;
         let key = &pool.keys[self.index];
         let state = &key.state;
-        learn_window(
-            learned.requests,
-            &state.learned_rpm,
-            &state.requests_left,
-            &state.requests_reset,
-            now,
-        );
-        learn_window(
-            learned.tokens,
-            &state.learned_tpm,
-            &state.tokens_left,
-            &state.tokens_reset,
-            now,
-        );
+        let requests = Dimension {
+            configured: key.rpm,
+            announced: &state.learned_rpm,
+            tat: &state.request_tat,
+            left: &state.requests_left,
+            reset: &state.requests_reset,
+        };
+        requests.learn(learned.requests, now);
+        let tokens = Dimension {
+            configured: key.tpm,
+            announced: &state.learned_tpm,
+            tat: &state.token_tat,
+            left: &state.tokens_left,
+            reset: &state.tokens_reset,
+        };
+        tokens.learn(learned.tokens, now);
         match Verdict::of(status) {
             Verdict::Accepted => {
                 state.probing.store(false, Relaxed);
@@ -669,21 +671,43 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Records what a provider announced for one window.
-fn learn_window(
-    window: Option<Window>,
-    limit: &AtomicU64,
-    left: &AtomicU64,
-    reset: &AtomicU64,
-    now: u64,
-) {
-    let Some(window) = window else { return };
-    if let Some(announced) = window.limit.filter(|&l| l > 0) {
-        limit.store(announced, Relaxed);
-    }
-    if let (Some(remaining), Some(reset_in)) = (window.remaining, window.reset_in) {
-        left.store(remaining, Relaxed);
-        reset.store(now.saturating_add(nanos(reset_in)), Relaxed);
+/// One pacing dimension of a key (requests or tokens): its configured limit and its state.
+struct Dimension<'k> {
+    configured: Option<u64>,
+    announced: &'k AtomicU64,
+    tat: &'k AtomicU64,
+    left: &'k AtomicU64,
+    reset: &'k AtomicU64,
+}
+
+impl Dimension<'_> {
+    /// Records what a provider announced for this window. With a limit known, what the
+    /// provider says is used moves the pacing state forward (never back: requests in flight
+    /// may not be counted by the provider yet); without one, what is left and when it resets
+    /// are kept to wait on.
+    fn learn(&self, window: Option<Window>, now: u64) {
+        let Some(window) = window else { return };
+        if let Some(announced) = window.limit.filter(|&l| l > 0) {
+            self.announced.store(announced, Relaxed);
+        }
+        let Some(remaining) = window.remaining else {
+            return;
+        };
+        let limit = lower(self.configured, self.announced.load(Relaxed));
+        match (limit, window.limit) {
+            (Some(limit), Some(announced)) => {
+                let used = announced.saturating_sub(remaining);
+                let tat = now.saturating_add(interval(used, limit).min(MINUTE));
+                self.tat.fetch_max(tat, Relaxed);
+            }
+            _ => {
+                if let Some(reset_in) = window.reset_in {
+                    self.left.store(remaining, Relaxed);
+                    self.reset
+                        .store(now.saturating_add(nanos(reset_in)), Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -955,22 +979,72 @@ mod tests {
         );
     }
 
+    fn window(limit: Option<u64>, remaining: u64, reset_secs: u64) -> Option<Window> {
+        Some(Window {
+            limit,
+            remaining: Some(remaining),
+            reset_in: Some(Duration::from_secs(reset_secs)),
+        })
+    }
+
     #[test]
-    fn announced_remaining_holds_a_key_until_its_reset() {
+    fn announced_limits_and_usage_pace_a_key() {
+        let pool = pool(&[""]);
+        let picker = Picker::new(&pool);
+        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        // 60 requests a minute, none left; 10,000 tokens a minute, 500 left.
+        let learned = Learned {
+            requests: window(Some(60), 0, 60),
+            tokens: window(Some(10_000), 500, 57),
+            retry_after: None,
+        };
+        assert_eq!(lease.report(200, &learned, NOW), None);
+        drop(lease);
+        assert_eq!(pool.keys[0].rpm_limit(), Some(60));
+        assert_eq!(pool.keys[0].tpm_limit(), Some(10_000));
+        assert!(pool.counts_tokens());
+        // One request comes back each second; 800 tokens need 300 more than are left, which
+        // come back in 1.8 s at 10,000 a minute.
+        assert_eq!(
+            pick(&pool, &picker, NOW, 100).unwrap_err().ready_at,
+            Some(NOW + SECOND)
+        );
+        assert_eq!(
+            pick(&pool, &picker, NOW, 800).unwrap_err().ready_at,
+            Some(NOW + 1_800_000_000)
+        );
+        assert!(pick(&pool, &picker, NOW + SECOND, 100).is_ok());
+    }
+
+    #[test]
+    fn announced_usage_never_moves_pacing_back() {
+        let pool = pool(&["rpm = 60"]);
+        let picker = Picker::new(&pool);
+        for _ in 0..60 {
+            assert!(pick(&pool, &picker, NOW, 0).is_ok());
+        }
+        let lease = pool.acquire(&picker, NOW + SECOND, 0).unwrap();
+        // The provider has not counted most of them yet: the gateway's count stands.
+        let learned = Learned {
+            requests: window(Some(60), 50, 10),
+            ..Learned::default()
+        };
+        lease.report(200, &learned, NOW + SECOND);
+        drop(lease);
+        assert_eq!(
+            pick(&pool, &picker, NOW + SECOND, 0).unwrap_err().ready_at,
+            Some(NOW + 2 * SECOND)
+        );
+    }
+
+    #[test]
+    fn without_a_limit_announced_what_is_left_holds_a_key_until_its_reset() {
         let pool = pool(&[""]);
         let picker = Picker::new(&pool);
         let lease = pool.acquire(&picker, NOW, 0).unwrap();
         let learned = Learned {
-            requests: Some(Window {
-                limit: Some(100),
-                remaining: Some(1),
-                reset_in: Some(Duration::from_secs(3)),
-            }),
-            tokens: Some(Window {
-                limit: Some(10_000),
-                remaining: Some(500),
-                reset_in: Some(Duration::from_secs(6)),
-            }),
+            requests: window(None, 1, 3),
+            tokens: window(None, 500, 6),
             retry_after: None,
         };
         assert_eq!(lease.report(200, &learned, NOW), None);
@@ -986,9 +1060,6 @@ mod tests {
             pick(&pool, &picker, NOW, 100).unwrap_err().ready_at,
             Some(NOW + 3 * SECOND)
         );
-        // The announced limits pace the key from now on: 100 rpm, 10,000 tpm.
-        assert_eq!(pool.keys[0].rpm_limit(), Some(100));
-        assert_eq!(pool.keys[0].tpm_limit(), Some(10_000));
         assert!(pool.counts_tokens());
     }
 
