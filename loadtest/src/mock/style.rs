@@ -83,7 +83,7 @@ fn gemini_error(out: &mut Vec<u8>, status: u16, message: &str, cause: Cause) {
         501 => "UNIMPLEMENTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
-        400..=499 => "FAILED_PRECONDITION",
+        402..=498 => "FAILED_PRECONDITION",
         _ => "UNKNOWN",
     };
     out.extend_from_slice(br#"{"error":{"code":"#);
