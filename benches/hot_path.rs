@@ -1,5 +1,5 @@
-//! Hot-path benchmarks: request head parsing, chunked decoding, routing, client key
-//! authentication and the admit decision.
+//! Hot-path benchmarks: request and response head parsing, chunked decoding, routing, client
+//! key authentication and the admit decision.
 //!
 //! Run with `cargo bench --bench hot_path`; figures go to docs/benchmarks.md.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use keygate::config::Config;
-use keygate::http::{ChunkedDecoder, RequestHead};
+use keygate::http::{ChunkedDecoder, RequestHead, ResponseHead};
 use keygate::keys::KeyTable;
 use keygate::proxy::Router;
 use keygate::quota::QuotaBook;
@@ -21,6 +21,16 @@ Content-Length: 96\r\n\
 User-Agent: OpenAI/Python 1.54.0\r\n\
 Accept: application/json\r\n\
 X-Stainless-Lang: python\r\n\r\n";
+
+/// An upstream's answer to a chat completion, as the gateway reads it before relaying it.
+const CHAT_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Date: Fri, 04 Dec 2026 10:00:00 GMT\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 310\r\n\
+Connection: keep-alive\r\n\
+openai-processing-ms: 412\r\n\
+x-request-id: req_8f2c1a9b4d7e4f0a\r\n\
+x-ratelimit-remaining-requests: 9999\r\n\r\n";
 
 fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
@@ -36,6 +46,20 @@ fn parse(c: &mut Criterion) {
                 .expect("complete head");
             black_box(head.framing);
             fields = head.into_fields();
+        })
+    });
+
+    group.bench_function("response_head_7_fields", |b| {
+        let mut fields = Vec::with_capacity(16);
+        let mut buf = BytesMut::with_capacity(4096);
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(CHAT_RESPONSE);
+            let head = ResponseHead::parse(&buf, false, 16 * 1024, &mut fields)
+                .expect("valid head")
+                .expect("complete head");
+            black_box(head.framing);
+            fields = head.fields;
         })
     });
 

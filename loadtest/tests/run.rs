@@ -172,7 +172,7 @@ fn the_text_summary() {
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     for line in [
-        "load        64 connections on 1 thread, pipeline 1\n",
+        "load        64 connections on 1 thread, pipeline 1, closed loop\n",
         "keys        5 (uniform), drawn per connection\n",
         "status      200: 100\n",
         "errors      0\n",

@@ -1,11 +1,16 @@
-//! One connection slot of a closed loop: connects, keeps up to `--pipeline` requests in flight
-//! (each batch one write), reads their responses in order, and connects again when the server
-//! closes, `--reconnect-every` is reached or a request fails, until the run ends.
+//! One connection slot: connects, keeps up to `--pipeline` requests in flight (each batch one
+//! write), reads their responses in order, and connects again when the server closes,
+//! `--reconnect-every` is reached or a request fails, until the run ends.
+//!
+//! In a closed loop a request goes out as soon as there is room in the pipeline. In an open
+//! loop each goes out when its [`Schedule`] says it is due, or, when the connection is still
+//! busy then (waiting for a response, connecting), as soon as it has room again; its latency
+//! runs from when it was due, so that the wait counts (coordinated-omission correction).
 //!
 //! Buffers live as long as the slot and are reused by every request and connection, so a
 //! request costs no allocation once they have grown; the clock is read once per write and once
-//! per read. Latency runs from just before a request's write to the read that completes its
-//! response, so it includes the client's own queueing of pipelined requests.
+//! per read. Latency runs to the read that completes the response, so it includes the
+//! client's own queueing of pipelined requests.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -21,7 +26,8 @@ use tracing::debug;
 
 use super::keys::KeyScope;
 use super::response::{End, Response, ResponseReader};
-use super::stats::Failure;
+use super::schedule::Schedule;
+use super::stats::{Failure, Sample};
 use super::worker::{Plan, Thread};
 
 /// Read buffer growth step, and the least free space handed to a read.
@@ -41,6 +47,10 @@ pub async fn drive(id: u64, plan: &Plan, thread: &Thread) {
         request: BytesMut::new(),
         in_flight: VecDeque::with_capacity(plan.pipeline),
         reader: ResponseReader::new(false),
+        schedule: plan
+            .rate
+            .map(|rate| Schedule::new(plan.start, rate, id, plan.connections)),
+        key: 0,
     };
     while let Next::Reconnect = slot.connection(plan, thread).await {}
 }
@@ -52,12 +62,28 @@ struct Slot {
     input: BytesMut,
     /// Requests being written.
     output: BytesMut,
-    /// The request every exchange of this connection sends, when keys are not drawn per
-    /// request.
+    /// The request every exchange of this connection sends, when neither its key nor its
+    /// kind is drawn per request.
     request: BytesMut,
-    /// When each request in flight was written, oldest first.
-    in_flight: VecDeque<Instant>,
+    /// The requests in flight, oldest first.
+    in_flight: VecDeque<InFlight>,
     reader: ResponseReader,
+    /// Open loop: when this connection's requests are due.
+    schedule: Option<Schedule>,
+    /// The key drawn for the current connection, when keys are drawn per connection.
+    key: u64,
+}
+
+/// A request written and not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Where its latency starts: when it was written (closed loop) or due (open loop). These
+    /// only grow from one request to the next.
+    start: Instant,
+    /// When it was written; its timeout runs from here.
+    written: Instant,
+    /// Its kind, by index in the mix.
+    kind: usize,
 }
 
 /// What the slot does after a connection.
@@ -90,44 +116,28 @@ impl Slot {
         self.reader.reset();
         self.in_flight.clear();
 
-        // Keys drawn per connection go into one request built now and copied for each send.
+        // Keys drawn per connection are drawn now; with one kind of request too, the request
+        // is built once and copied for each send.
         let per_request = plan.scope == KeyScope::Request && plan.picker.is_some();
         if !per_request {
-            let key = plan
+            self.key = plan
                 .picker
                 .as_ref()
                 .map_or(0, |picker| picker.draw(&mut self.rng));
+        }
+        let cached = !per_request && plan.templates.len() == 1;
+        if cached {
             self.request.clear();
-            plan.template.write(key, &mut self.request);
+            plan.templates[0].write(self.key, &mut self.request);
         }
 
         let mut sent = 0;
+        let mut woke = false;
         loop {
-            // Top up the pipeline, within the connection's and the run's limits.
             let now = Instant::now();
-            let mut room = plan.pipeline - self.in_flight.len();
-            if let Some(every) = plan.reconnect_every {
-                room = room.min((every - sent) as usize);
-            }
-            let count = if room == 0 || plan.past_deadline(now) {
-                0
-            } else if now < plan.warmup_end {
-                room
-            } else {
-                thread.take(room)
-            };
+            let count = self.top_up(plan, thread, now, sent, woke, cached);
+            woke = false;
             if count > 0 {
-                self.output.clear();
-                for _ in 0..count {
-                    match &plan.picker {
-                        Some(picker) if per_request => {
-                            let key = picker.draw(&mut self.rng);
-                            plan.template.write(key, &mut self.output);
-                        }
-                        _ => self.output.extend_from_slice(&self.request),
-                    }
-                    self.in_flight.push_back(now);
-                }
                 sent += count as u64;
                 if let Err(err) = self.flush(&mut stream).await {
                     debug!(error = %err, "write failed");
@@ -137,10 +147,16 @@ impl Slot {
             }
 
             if self.in_flight.is_empty() {
-                // Nothing left to send here: this connection's share or the run's is spent.
                 if plan.reconnect_every == Some(sent) {
                     return Next::Reconnect;
                 }
+                // Open loop: idle until the next request is due, if the run still wants it.
+                if let Some(due) = self.next_due(plan, thread, now) {
+                    monoio::time::sleep_until(due.into()).await;
+                    woke = true;
+                    continue;
+                }
+                // Nothing left to send here: this connection's share or the run's is spent.
                 return Next::Stop;
             }
             match self.wait(&mut stream, plan, thread).await {
@@ -149,6 +165,70 @@ impl Slot {
                 Wait::Deadline => return Next::Stop,
             }
         }
+    }
+
+    /// Puts into `output` the requests to send at `now`, within the pipeline's room, the
+    /// connection's `--reconnect-every` (of which `sent` are sent) and the run's deadline and
+    /// budget: all there is room for in a closed loop, those already due in an open loop.
+    /// `woke` says the connection has just woken from an idle wait for the first of them.
+    fn top_up(
+        &mut self,
+        plan: &Plan,
+        thread: &Thread,
+        now: Instant,
+        sent: u64,
+        woke: bool,
+        cached: bool,
+    ) -> usize {
+        let mut room = plan.pipeline - self.in_flight.len();
+        if let Some(every) = plan.reconnect_every {
+            room = room.min(every.saturating_sub(sent) as usize);
+        }
+        self.output.clear();
+        let mut count = 0;
+        while count < room {
+            let due = match &self.schedule {
+                Some(schedule) if schedule.due() > now => break,
+                Some(schedule) => schedule.due(),
+                None => now,
+            };
+            // An idle connection wakes up to a millisecond after the due time (the timer's
+            // resolution): that lateness is the client's, so latency starts at the write.
+            let start = if woke { now } else { due };
+            if plan.past_deadline(now) || (start >= plan.warmup_end && thread.take(1) == 0) {
+                break;
+            }
+
+            let kind = plan.mix.as_ref().map_or(0, |mix| mix.draw(&mut self.rng));
+            if cached {
+                self.output.extend_from_slice(&self.request);
+            } else {
+                let key = match &plan.picker {
+                    Some(picker) if plan.scope == KeyScope::Request => picker.draw(&mut self.rng),
+                    _ => self.key,
+                };
+                plan.templates[kind].write(key, &mut self.output);
+            }
+            self.in_flight.push_back(InFlight {
+                start,
+                written: now,
+                kind,
+            });
+            if let Some(schedule) = &mut self.schedule {
+                schedule.advance();
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Open loop, nothing in flight after a top-up at `now`: when the next request is due,
+    /// unless the run will not send it. A request already due at `now` was held back by the
+    /// deadline or the budget, and so is every later one.
+    fn next_due(&self, plan: &Plan, thread: &Thread, now: Instant) -> Option<Instant> {
+        let due = self.schedule.as_ref()?.due();
+        let spent = due >= plan.warmup_end && thread.exhausted();
+        (due > now && !plan.past_deadline(due) && !spent).then_some(due)
     }
 
     /// Connects to the target. A failed attempt counts as one failed request, so that a run of
@@ -216,10 +296,10 @@ impl Slot {
             }
 
             // Wait for more bytes no longer than the oldest request may, nor past the deadline.
-            let Some(&oldest) = self.in_flight.front() else {
+            let Some(oldest) = self.in_flight.front() else {
                 return Wait::Answered;
             };
-            let timeout_at = oldest + plan.timeout;
+            let timeout_at = oldest.written + plan.timeout;
             let (until, is_deadline) = match plan.deadline {
                 Some(deadline) if deadline < timeout_at => (deadline, true),
                 _ => (timeout_at, false),
@@ -249,15 +329,16 @@ impl Slot {
     /// Counts a response read at `now` for the oldest request in flight; false when there is
     /// no request it could answer.
     fn complete(&mut self, response: Response, now: Instant, plan: &Plan, thread: &Thread) -> bool {
-        let Some(sent) = self.in_flight.pop_front() else {
+        let Some(request) = self.in_flight.pop_front() else {
             return false;
         };
-        let recorded = sent >= plan.warmup_end && !plan.past_deadline(now);
-        thread.response(
-            response.status,
-            now.saturating_duration_since(sent),
-            recorded,
-        );
+        let recorded = request.start >= plan.warmup_end && !plan.past_deadline(now);
+        let sample = Sample {
+            latency: now.saturating_duration_since(request.start),
+            service: now.saturating_duration_since(request.written),
+            kind: request.kind,
+        };
+        thread.response(response.status, sample, now, recorded);
         true
     }
 
@@ -289,10 +370,10 @@ impl Slot {
 
     /// Requests in flight written after the warm-up.
     fn budgeted_in_flight(&self, plan: &Plan) -> usize {
-        // Sending times only grow, so the warm-up's requests come first.
+        // Start times only grow, so the warm-up's requests come first.
         let warmup = self
             .in_flight
-            .partition_point(|&sent| sent < plan.warmup_end);
+            .partition_point(|request| request.start < plan.warmup_end);
         self.in_flight.len() - warmup
     }
 

@@ -1,29 +1,36 @@
-//! `loadtest run`: a closed-loop HTTP/1.1 load generator. Each connection keeps `--pipeline`
-//! requests in flight and sends the next as soon as a response ends, on `--threads` monoio
-//! runtimes; client keys are drawn per connection or per request, uniformly or by Zipf's law.
-//! It prints a progress line a second to stderr, then a summary (latency percentiles from an
-//! HDR histogram, responses by status, failures by kind) as text or JSON on stdout.
+//! `loadtest run`: an HTTP/1.1 load generator on `--threads` monoio runtimes. In a closed loop
+//! each connection keeps `--pipeline` requests in flight and sends the next as soon as a
+//! response ends; in an open loop (`--rate`) requests fall due at a constant rate and their
+//! latency runs from when they were due. Client keys are drawn per connection or per request,
+//! uniformly or by Zipf's law; `--mix` draws the kind of each request (plain, streamed, large
+//! body). It prints a progress line a second to stderr while it runs, then a summary (latency
+//! percentiles from an HDR histogram, responses by status, failures by kind) as text or JSON.
 //!
 //! - `worker`: threads, the run's plan and the per-thread budget and stats.
 //! - `conn`: one connection slot's I/O: connect, write, read, time out, reconnect.
+//! - `schedule`: the open loop's timetable (sans-IO).
+//! - `mix`: the kinds of request, their bodies and the weighted draw (sans-IO).
 //! - `request`: the request bytes, from a template (sans-IO).
 //! - `response`: response framing, bodies skipped (sans-IO).
 //! - `keys`: the key set and the uniform and Zipf draws.
-//! - `stats`: histogram and counters; the live progress counters.
+//! - `stats`: histograms and counters; the live progress counters.
 //! - `summary`: the result, as text or JSON.
 //!
-//! Being a closed loop, it measures latency at the rate the server sustains: a stall delays
-//! the requests that would have been sent meanwhile instead of counting them as slow.
+//! A closed loop measures latency at the rate the server sustains: a stall delays the
+//! requests that would have been sent meanwhile instead of counting them as slow. The open
+//! loop counts them, which is what a client sending at its own pace would see.
 
 mod conn;
 mod keys;
+mod mix;
 mod request;
 mod response;
+mod schedule;
 mod stats;
 mod summary;
 mod worker;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -35,6 +42,7 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
 use keys::{KeyDist, KeyPicker, KeyScope, KeySet};
+use mix::{Kind, MixSpec};
 use request::{Header, Method, RequestTemplate, DEFAULT_BODY};
 use stats::{Progress, Stats};
 use summary::{KeysUsed, Setup, Summary};
@@ -42,6 +50,9 @@ use worker::{Outcome, Plan};
 
 /// How long a run lasts when neither `--duration` nor `--requests` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// The size of a `body` request of the mix when `--body-bytes` is not given.
+const DEFAULT_BODY_BYTES: usize = 16 * 1024;
 
 /// Options of `loadtest run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,9 +122,26 @@ pub struct RunArgs {
     /// Seed of the key draws, to repeat a run's sequence [default: random].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Open loop: requests a second over all connections, each timed from when it was due
+    /// [default: a closed loop].
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Weights over kinds of chat request: plain, stream (read to the end of its events) and
+    /// body (--body-bytes), e.g. plain=8,stream=1,body=1 [default: the plain request alone].
+    #[arg(long, value_parser = MixSpec::parse, conflicts_with_all = ["body", "body_file"])]
+    pub mix: Option<MixSpec>,
+    /// Size in bytes of the body of a `body` request of --mix [default: 16384].
+    #[arg(long, value_name = "N", requires = "mix")]
+    pub body_bytes: Option<usize>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long, conflicts_with = "progress")]
+    pub quiet: bool,
+    /// The progress line even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 /// Runs the load as `args` say, then prints the summary.
@@ -145,14 +173,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     drop(done_tx);
 
-    let outcomes = watch(&done_rx, &progress, start, plan.warmup_end)?;
+    let show = args.progress || (!args.quiet && std::io::stderr().is_terminal());
+    let outcomes = watch(&done_rx, &progress, show, start, plan.warmup_end)?;
     for handle in handles {
         if handle.join().is_err() {
             bail!("a load thread panicked");
         }
     }
 
-    let mut stats = Stats::new();
+    let mut stats = Stats::with(plan.templates.len(), plan.rate.is_some());
     let mut finished = plan.warmup_end;
     for outcome in &outcomes {
         stats.merge(&outcome.stats);
@@ -203,22 +232,28 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         scope: args.key_scope,
     });
 
-    let body = match (&args.body_file, &args.body, args.method) {
-        (Some(path), _, _) => {
-            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
-        }
-        (None, Some(body), _) => Some(body.clone().into_bytes()),
-        (None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
-        (None, None, Method::Get) => None,
-    };
-    let template = RequestTemplate::new(
-        args.method,
-        &args.path,
-        &args.target,
-        &args.headers,
-        body.as_deref(),
-        keys,
-    )?;
+    let kinds = request_kinds(args)?;
+    let body_bytes = args.body_bytes.unwrap_or(DEFAULT_BODY_BYTES);
+    let mut templates = Vec::with_capacity(kinds.len());
+    for (kind, _) in &kinds {
+        let body = match (kind, &args.body_file, &args.body, args.method) {
+            (Some(kind), _, _, _) => Some(kind.body(body_bytes)),
+            (None, Some(path), _, _) => Some(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            (None, None, Some(body), _) => Some(body.clone().into_bytes()),
+            (None, None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
+            (None, None, None, Method::Get) => None,
+        };
+        templates.push(RequestTemplate::new(
+            args.method,
+            &args.path,
+            &args.target,
+            &args.headers,
+            body.as_deref(),
+            keys.clone(),
+        )?);
+    }
 
     let seed = args
         .seed
@@ -227,10 +262,12 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         (None, None) => Some(DEFAULT_DURATION),
         (duration, _) => duration,
     };
-    let warmup_end = Instant::now() + args.warmup;
+    let start = Instant::now();
+    let warmup_end = start + args.warmup;
     let plan = Plan {
         addr,
-        template,
+        templates,
+        mix: args.mix.as_ref().map(mix::Picker::new),
         picker,
         scope: args.key_scope,
         pipeline: usize::from(args.pipeline),
@@ -239,6 +276,9 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         warmup_end,
         deadline: duration.map(|duration| warmup_end + duration),
         seed,
+        rate: args.rate,
+        connections: args.connections,
+        start,
     };
     let setup = Setup {
         target: args.target.clone(),
@@ -250,15 +290,42 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         keys: keys_used,
         reconnect_every: args.reconnect_every,
         seed,
+        rate: args.rate,
+        mix: args.mix.as_ref().map(|spec| spec.weights.clone()),
+        body_bytes: args
+            .mix
+            .as_ref()
+            .is_some_and(|spec| spec.has(Kind::Body))
+            .then_some(body_bytes),
     };
     Ok((plan, setup, args.requests))
 }
 
-/// Prints a progress line to stderr every second until every thread has reported, and
-/// returns what they reported.
+/// The kinds of request a run sends, with their weights: those of `--mix`, or one request
+/// without a kind, made of the body options.
+fn request_kinds(args: &RunArgs) -> anyhow::Result<Vec<(Option<Kind>, u32)>> {
+    let Some(spec) = &args.mix else {
+        return Ok(vec![(None, 1)]);
+    };
+    if args.method != Method::Post {
+        bail!("--mix sends chat completions: it needs --method POST");
+    }
+    if args.body_bytes.is_some() && !spec.has(Kind::Body) {
+        bail!("--body-bytes sizes the body kind, which --mix does not hold");
+    }
+    Ok(spec
+        .weights
+        .iter()
+        .map(|&(kind, weight)| (Some(kind), weight))
+        .collect())
+}
+
+/// Prints a progress line to stderr every second (when `show`) until every thread has
+/// reported, and returns what they reported.
 fn watch(
     done: &mpsc::Receiver<anyhow::Result<Outcome>>,
     progress: &Progress,
+    show: bool,
     start: Instant,
     warmup_end: Instant,
 ) -> anyhow::Result<Vec<Outcome>> {
@@ -278,11 +345,13 @@ fn watch(
                 } else {
                     ""
                 };
-                eprintln!(
-                    "{:>7.1}s  {:>9.0} req/s  errors {failures}{phase}",
-                    (now - start).as_secs_f64(),
-                    rate
-                );
+                if show {
+                    eprintln!(
+                        "{:>7.1}s  {:>9.0} req/s  errors {failures}{phase}",
+                        (now - start).as_secs_f64(),
+                        rate
+                    );
+                }
                 last = (responses, now);
                 tick += Duration::from_secs(1);
             }
@@ -304,6 +373,16 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--target {target:?} is not host:port"))?
         .next()
         .with_context(|| format!("--target {target:?} resolves to no address"))
+}
+
+/// Parses `--rate`: a positive, finite number of requests a second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: requests a second, above 0 and at most 1e9"
+        )),
+    }
 }
 
 /// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (seconds without one).
@@ -345,6 +424,15 @@ mod tests {
         }
         for bad in ["", "s", "10x", "-1s", "1.2.3s", "ms10"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("1000"), Ok(1000.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["", "0", "-5", "NaN", "inf", "1e10", "fast"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
 

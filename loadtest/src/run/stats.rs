@@ -1,5 +1,6 @@
-//! What a run counts: per thread, a latency histogram, responses by status and failures by
-//! kind, merged at the end; and live counters the progress line reads while the run goes on.
+//! What a run counts: per thread, a latency histogram (and, when asked for, one of service
+//! times and one per kind of request in the mix), responses by status and failures by kind,
+//! merged at the end; and live counters the progress line reads while the run goes on.
 //!
 //! A thread's [`Stats`] is only touched by that thread. The live counters are one cache line
 //! per thread, written by it alone, so recording never contends.
@@ -60,11 +61,29 @@ impl Failures {
     }
 }
 
+/// One recorded response's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// From when the request was due (open loop) or written (closed loop) to the response's
+    /// end.
+    pub latency: Duration,
+    /// From the request's write to the response's end.
+    pub service: Duration,
+    /// The request's kind, by index in the mix.
+    pub kind: usize,
+}
+
 /// The recorded part of a run on one thread, or on all of them once merged.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    /// Latency of each response, in microseconds, from the write of its request to its end.
+    /// Latency of each response, in microseconds, from the write of its request (closed loop)
+    /// or from when it was due (open loop) to its end.
     pub latency: Histogram<u64>,
+    /// Open loop only: each response's service time in microseconds, from the actual write of
+    /// its request, as a measurement without coordinated-omission correction would see it.
+    pub service: Option<Histogram<u64>>,
+    /// With a mix of several kinds: each kind's latency, by index in the mix.
+    pub by_kind: Vec<Histogram<u64>>,
     /// Responses by status code.
     statuses: Box<[u64]>,
     /// Requests that got no response, by reason.
@@ -78,22 +97,33 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Nothing recorded yet.
+    /// Nothing recorded yet; latency only.
     pub fn new() -> Self {
+        Self::with(1, false)
+    }
+
+    /// Nothing recorded yet; a histogram per kind when there are several `kinds`, and one of
+    /// service times when `service`.
+    pub fn with(kinds: usize, service: bool) -> Self {
+        let kinds = if kinds > 1 { kinds } else { 0 };
         Stats {
-            // Three significant digits: 0.1% resolution at any latency.
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("constant histogram bounds are valid"),
+            latency: histogram(),
+            service: service.then(histogram),
+            by_kind: (0..kinds).map(|_| histogram()).collect(),
             statuses: vec![0; STATUS_CODES].into_boxed_slice(),
             failures: Failures::default(),
         }
     }
 
-    /// Records a response with `status` that took `latency`.
-    pub fn response(&mut self, status: u16, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency
-            .saturating_record(micros.clamp(1, MAX_LATENCY_US));
+    /// Records a response with `status` and the times of `sample`.
+    pub fn response(&mut self, status: u16, sample: Sample) {
+        record(&mut self.latency, sample.latency);
+        if let Some(service) = &mut self.service {
+            record(service, sample.service);
+        }
+        if let Some(kind) = self.by_kind.get_mut(sample.kind) {
+            record(kind, sample.latency);
+        }
         if let Some(count) = self.statuses.get_mut(usize::from(status)) {
             *count += 1;
         }
@@ -127,13 +157,31 @@ impl Stats {
 
     /// Adds what `other` recorded.
     pub fn merge(&mut self, other: &Stats) {
-        // Both histograms have the same bounds, so adding cannot fail.
+        // All histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        if let (Some(mine), Some(theirs)) = (&mut self.service, &other.service) {
+            let _ = mine.add(theirs);
+        }
+        for (mine, theirs) in self.by_kind.iter_mut().zip(&other.by_kind) {
+            let _ = mine.add(theirs);
+        }
         for (mine, theirs) in self.statuses.iter_mut().zip(other.statuses.iter()) {
             *mine += theirs;
         }
         self.failures.add(&other.failures);
     }
+}
+
+/// An empty latency histogram: 1 µs to an hour, three significant digits (0.1% resolution at
+/// any latency).
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
+}
+
+/// Records `latency` in microseconds; under 1 µs counts as 1, over an hour as an hour.
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    histogram.saturating_record(micros.clamp(1, MAX_LATENCY_US));
 }
 
 /// Live counts of responses and failures, warm-up included, one slot per thread.
@@ -188,14 +236,28 @@ impl Progress {
 mod tests {
     use super::*;
 
+    fn sample(micros: u64) -> Sample {
+        Sample {
+            latency: Duration::from_micros(micros),
+            service: Duration::from_micros(micros),
+            kind: 0,
+        }
+    }
+
     #[test]
     fn records_and_merges() {
         let mut one = Stats::new();
-        one.response(200, Duration::from_micros(100));
-        one.response(429, Duration::from_micros(300));
+        one.response(200, sample(100));
+        one.response(429, sample(300));
         one.failure(Failure::Timeout, 2);
         let mut two = Stats::new();
-        two.response(200, Duration::from_nanos(10));
+        two.response(
+            200,
+            Sample {
+                latency: Duration::from_nanos(10),
+                ..sample(0)
+            },
+        );
         two.failure(Failure::Connect, 1);
 
         one.merge(&two);
@@ -207,6 +269,32 @@ mod tests {
         // Sub-microsecond latencies count as 1 µs rather than vanish.
         assert_eq!(one.latency.min(), 1);
         assert!(one.latency.max() >= 300);
+    }
+
+    #[test]
+    fn service_times_and_kinds_are_kept_apart() {
+        let mut one = Stats::with(2, true);
+        let delayed = Sample {
+            latency: Duration::from_millis(500),
+            service: Duration::from_millis(2),
+            kind: 1,
+        };
+        one.response(200, delayed);
+        let mut two = Stats::with(2, true);
+        two.response(200, sample(1000));
+        one.merge(&two);
+
+        assert_eq!(one.latency.max() / 1000, 500);
+        let service = one.service.as_ref().unwrap();
+        assert_eq!(service.len(), 2);
+        assert!(service.max() < 2100, "{}", service.max());
+        assert_eq!(one.by_kind[0].len(), 1);
+        assert_eq!(one.by_kind[1].len(), 1);
+        assert_eq!(one.by_kind[1].max() / 1000, 500);
+
+        // One kind needs no histogram of its own, and the closed loop no service times.
+        let plain = Stats::with(1, false);
+        assert!(plain.by_kind.is_empty() && plain.service.is_none());
     }
 
     #[test]

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::keys::{KeyDist, KeyScope};
+use super::mix::Kind;
 use super::stats::{Failures, Stats};
 
 /// What a run was asked to do.
@@ -30,6 +32,12 @@ pub struct Setup {
     pub reconnect_every: Option<u64>,
     /// The seed of the key draws; `--seed` repeats them.
     pub seed: u64,
+    /// Open loop: the requests a second asked for; `None` for a closed loop.
+    pub rate: Option<f64>,
+    /// The kinds of request and their weights, with `--mix`.
+    pub mix: Option<Vec<(Kind, u32)>>,
+    /// The size of a `body` request of the mix, in bytes, when the mix has them.
+    pub body_bytes: Option<usize>,
 }
 
 /// How keys were drawn.
@@ -58,8 +66,15 @@ pub struct Summary {
     pub duration_s: f64,
     /// Responses per second over that period.
     pub requests_per_second: f64,
-    /// Response latency in microseconds.
+    /// Response latency in microseconds (in an open loop, from when each request was due).
     pub latency_us: Latency,
+    /// Open loop only: latency from each request's actual write, in microseconds, as a
+    /// measurement that does not correct for coordinated omission would report it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_time_us: Option<Latency>,
+    /// With `--mix`: each kind's share and latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_kind: Option<Vec<KindFigures>>,
     /// Responses by status code.
     pub status: BTreeMap<u16, u64>,
     /// Requests that got no response.
@@ -81,6 +96,19 @@ pub struct Latency {
     pub max: u64,
 }
 
+/// One kind of request of a mix.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindFigures {
+    /// The kind.
+    pub kind: Kind,
+    /// Its weight in `--mix`.
+    pub weight: u32,
+    /// Its responses recorded.
+    pub requests: u64,
+    /// Its latency, in microseconds.
+    pub latency_us: Latency,
+}
+
 /// Failed requests: the total and each kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct Errors {
@@ -96,19 +124,22 @@ impl Summary {
     pub fn new(setup: Setup, stats: &Stats, duration: Duration) -> Summary {
         let requests = stats.responses();
         let seconds = duration.as_secs_f64();
-        let histogram = &stats.latency;
-        let quantile = |q: f64| histogram.value_at_quantile(q);
-        // The histogram keeps values to three significant digits; report its exact extremes.
-        let latency = Latency {
-            min: histogram.min(),
-            mean: (histogram.mean() * 10.0).round() / 10.0,
-            p50: quantile(0.5),
-            p90: quantile(0.9),
-            p99: quantile(0.99),
-            p99_9: quantile(0.999),
-            p99_99: quantile(0.9999),
-            max: histogram.max(),
-        };
+        let by_kind = setup.mix.as_ref().map(|weights| {
+            weights
+                .iter()
+                .enumerate()
+                .map(|(index, &(kind, weight))| {
+                    // A mix of one kind keeps no histogram of its own: it is the whole run's.
+                    let histogram = stats.by_kind.get(index).unwrap_or(&stats.latency);
+                    KindFigures {
+                        kind,
+                        weight,
+                        requests: histogram.len(),
+                        latency_us: Latency::of(histogram),
+                    }
+                })
+                .collect()
+        });
         Summary {
             setup,
             requests,
@@ -118,13 +149,43 @@ impl Summary {
             } else {
                 0.0
             },
-            latency_us: latency,
+            latency_us: Latency::of(&stats.latency),
+            service_time_us: stats.service.as_ref().map(Latency::of),
+            by_kind,
             status: stats.statuses().collect(),
             errors: Errors {
                 total: stats.failures.total(),
                 kinds: stats.failures,
             },
         }
+    }
+}
+
+impl Latency {
+    /// The figures of `histogram`.
+    fn of(histogram: &Histogram<u64>) -> Latency {
+        let quantile = |q: f64| histogram.value_at_quantile(q);
+        // The histogram keeps values to three significant digits; report its exact extremes.
+        Latency {
+            min: histogram.min(),
+            mean: (histogram.mean() * 10.0).round() / 10.0,
+            p50: quantile(0.5),
+            p90: quantile(0.9),
+            p99: quantile(0.99),
+            p99_9: quantile(0.999),
+            p99_99: quantile(0.9999),
+            max: histogram.max(),
+        }
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
+            self.p50, self.p90, self.p99, self.p99_9, self.p99_99, self.max
+        )
     }
 }
 
@@ -139,13 +200,27 @@ impl fmt::Display for Summary {
             "target      {} {}{}",
             setup.method, setup.target, setup.path
         )?;
+        let lp = match setup.rate {
+            Some(rate) => format!("open loop at {rate} req/s"),
+            None => "closed loop".to_owned(),
+        };
         writeln!(
             f,
-            "load        {} on {}, pipeline {}",
+            "load        {} on {}, pipeline {}, {lp}",
             plural(setup.connections, "connection", "connections"),
             plural(setup.threads as u64, "thread", "threads"),
             setup.pipeline
         )?;
+        if let Some(weights) = &setup.mix {
+            write!(f, "mix        ")?;
+            for (kind, weight) in weights {
+                write!(f, " {kind}={weight}")?;
+            }
+            if let Some(bytes) = setup.body_bytes {
+                write!(f, " (body {bytes} bytes)")?;
+            }
+            writeln!(f)?;
+        }
         if let Some(keys) = &setup.keys {
             let dist = match keys.zipf_s {
                 Some(s) => format!("zipf, s {s}"),
@@ -171,12 +246,19 @@ impl fmt::Display for Summary {
             "requests    {} in {:.3} s, {} req/s",
             self.requests, self.duration_s, self.requests_per_second
         )?;
-        let l = &self.latency_us;
-        writeln!(
-            f,
-            "latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
-            l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max
-        )?;
+        writeln!(f, "latency µs  {}", self.latency_us)?;
+        if let Some(service) = &self.service_time_us {
+            writeln!(f, "service µs  {service}  (from the actual write)")?;
+        }
+        for figures in self.by_kind.iter().flatten() {
+            writeln!(
+                f,
+                "  {:<9} {}, µs {}",
+                figures.kind.as_str(),
+                plural(figures.requests, "request", "requests"),
+                figures.latency_us
+            )?;
+        }
         write!(f, "status      ")?;
         if self.status.is_empty() {
             write!(f, "none")?;
@@ -210,7 +292,7 @@ impl fmt::Display for Summary {
 
 #[cfg(test)]
 mod tests {
-    use super::super::stats::Failure;
+    use super::super::stats::{Failure, Sample};
     use super::*;
 
     fn setup() -> Setup {
@@ -229,15 +311,26 @@ mod tests {
             }),
             reconnect_every: None,
             seed: 7,
+            rate: None,
+            mix: None,
+            body_bytes: None,
+        }
+    }
+
+    fn sample(micros: u64) -> Sample {
+        Sample {
+            latency: Duration::from_micros(micros),
+            service: Duration::from_micros(micros),
+            kind: 0,
         }
     }
 
     fn stats() -> Stats {
         let mut stats = Stats::new();
         for micros in 1..=1000 {
-            stats.response(200, Duration::from_micros(micros));
+            stats.response(200, sample(micros));
         }
-        stats.response(429, Duration::from_micros(5000));
+        stats.response(429, sample(5000));
         stats.failure(Failure::Timeout, 2);
         stats
     }
@@ -267,7 +360,7 @@ mod tests {
         let summary = Summary::new(setup(), &stats(), Duration::from_millis(500));
         let text = summary.to_string();
         assert!(
-            text.contains("load        2 connections on 1 thread, pipeline 1\n"),
+            text.contains("load        2 connections on 1 thread, pipeline 1, closed loop\n"),
             "{text}"
         );
         assert!(
@@ -280,6 +373,42 @@ mod tests {
         );
         assert!(text.contains("status      200: 1000  429: 1\n"), "{text}");
         assert!(text.contains("errors      2 (timeout 2)\n"), "{text}");
+    }
+
+    #[test]
+    fn open_loop_and_mix() {
+        let mut setup = setup();
+        setup.rate = Some(500.0);
+        setup.mix = Some(vec![(Kind::Plain, 3), (Kind::Body, 1)]);
+        setup.body_bytes = Some(4096);
+        let mut stats = Stats::with(2, true);
+        for (index, micros) in [(0, 100), (0, 200), (1, 3000)] {
+            let sample = Sample {
+                latency: Duration::from_micros(micros),
+                service: Duration::from_micros(50),
+                kind: index,
+            };
+            stats.response(200, sample);
+        }
+        let summary = Summary::new(setup, &stats, Duration::from_secs(1));
+
+        let text = summary.to_string();
+        for line in [
+            "load        2 connections on 1 thread, pipeline 1, open loop at 500 req/s\n",
+            "mix         plain=3 body=1 (body 4096 bytes)\n",
+            "service µs  p50 50 ",
+            "  plain     2 requests, µs p50 100 ",
+            "  body      1 request, µs p50 30",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+
+        let value = serde_json::to_value(&summary).unwrap();
+        assert_eq!(value["rate"], 500.0);
+        assert_eq!(value["service_time_us"]["max"], 50);
+        assert_eq!(value["by_kind"][1]["kind"], "body");
+        assert_eq!(value["by_kind"][1]["requests"], 1);
+        assert_eq!(value["mix"][0], serde_json::json!(["plain", 3]));
     }
 
     #[test]

@@ -16,16 +16,20 @@ use tracing::debug;
 
 use super::conn;
 use super::keys::{KeyPicker, KeyScope};
+use super::mix;
 use super::request::RequestTemplate;
-use super::stats::{Failure, Progress, Stats};
+use super::stats::{Failure, Progress, Sample, Stats};
 
 /// What every connection of a run does; read-only once the run starts.
 #[derive(Debug)]
 pub struct Plan {
     /// Where connections go.
     pub addr: SocketAddr,
-    /// The requests sent.
-    pub template: RequestTemplate,
+    /// The requests sent: one template per kind of the mix, in the mix's order (one without
+    /// `--mix`).
+    pub templates: Vec<RequestTemplate>,
+    /// The draw of a kind for each request, with several kinds.
+    pub mix: Option<mix::Picker>,
     /// How keys are drawn, when requests carry keys.
     pub picker: Option<KeyPicker>,
     /// When keys are drawn.
@@ -42,6 +46,12 @@ pub struct Plan {
     pub deadline: Option<Instant>,
     /// The seed of every connection's random generator, mixed with the connection's number.
     pub seed: u64,
+    /// Open loop: requests a second over all connections; `None` for a closed loop.
+    pub rate: Option<f64>,
+    /// Connections in the run, over all threads.
+    pub connections: u64,
+    /// When the run (its warm-up) starts: the open loop's first request is due then.
+    pub start: Instant,
 }
 
 impl Plan {
@@ -58,6 +68,8 @@ pub struct Thread {
     stats: RefCell<Stats>,
     /// Requests still to send after the warm-up; `None` without `--requests`.
     budget: Cell<Option<u64>>,
+    /// When the last recorded response ended.
+    last_response: Cell<Option<Instant>>,
     progress: Arc<Progress>,
 }
 
@@ -86,11 +98,12 @@ impl Thread {
         self.budget.get() == Some(0)
     }
 
-    /// Counts a response, and records it when `recorded`.
-    pub fn response(&self, status: u16, latency: Duration, recorded: bool) {
+    /// Counts a response that ended at `at`, and records it when `recorded`.
+    pub fn response(&self, status: u16, sample: Sample, at: Instant, recorded: bool) {
         self.progress.add_responses(self.index, 1);
         if recorded {
-            self.stats.borrow_mut().response(status, latency);
+            self.stats.borrow_mut().response(status, sample);
+            self.last_response.set(Some(at));
         }
     }
 
@@ -108,7 +121,7 @@ impl Thread {
 pub struct Outcome {
     /// What it recorded.
     pub stats: Stats,
-    /// When its last connection ended.
+    /// When its last recorded response ended, or else its last connection.
     pub finished: Instant,
 }
 
@@ -128,10 +141,12 @@ pub fn run(
             connections = ids.end - ids.start,
             "load thread"
         );
+        let stats = Stats::with(plan.templates.len(), plan.rate.is_some());
         let thread = Rc::new(Thread {
             index,
-            stats: RefCell::new(Stats::new()),
+            stats: RefCell::new(stats),
             budget: Cell::new(budget),
+            last_response: Cell::new(None),
             progress,
         });
         let tasks: Vec<_> = ids
@@ -144,9 +159,11 @@ pub fn run(
         for task in tasks {
             task.await;
         }
+        // An open-loop connection may sleep past the last response before it sees the run
+        // is over: the recorded period ends with that response.
         Outcome {
             stats: thread.stats.take(),
-            finished: Instant::now(),
+            finished: thread.last_response.get().unwrap_or_else(Instant::now),
         }
     })
 }
@@ -160,6 +177,7 @@ mod tests {
             index: 0,
             stats: RefCell::new(Stats::new()),
             budget: Cell::new(budget),
+            last_response: Cell::new(None),
             progress: Arc::new(Progress::new(1)),
         }
     }
@@ -182,8 +200,16 @@ mod tests {
     #[test]
     fn only_recorded_responses_reach_the_stats() {
         let thread = thread(None);
-        thread.response(200, Duration::from_micros(5), false);
-        thread.response(200, Duration::from_micros(5), true);
+        let sample = Sample {
+            latency: Duration::from_micros(5),
+            service: Duration::from_micros(5),
+            kind: 0,
+        };
+        let at = Instant::now();
+        thread.response(200, sample, at, false);
+        assert_eq!(thread.last_response.get(), None);
+        thread.response(200, sample, at, true);
+        assert_eq!(thread.last_response.get(), Some(at));
         thread.failure(Failure::Io, 3, 1);
         assert_eq!(thread.progress.totals(), (2, 3));
         let stats = thread.stats.borrow();

@@ -1,0 +1,378 @@
+//! Black-box tests of `loadtest run --rate` (the open loop), `--mix` and the progress line:
+//! the real binary against small std TCP servers written here that answer after a fixed
+//! delay, and stall once on purpose, and against the real mock.
+//!
+//! Timing bounds are generous: each is far from where a working tester lands and still far
+//! from where a broken one would (a closed loop instead of the rate, latency measured from
+//! the write instead of the due time).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any one `loadtest run` may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `loadtest run --target TARGET --warmup 0s ARGS`, failing the test past `RUN_LIMIT`.
+fn loadtest(target: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--target", target, "--warmup", "0s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadtest run");
+    let started = Instant::now();
+    while child.try_wait().expect("poll loadtest run").is_none() {
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loadtest run {args:?} did not end within {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect loadtest run")
+}
+
+/// Runs with `--json` and returns the summary.
+fn summary(target: &str, args: &[&str]) -> Value {
+    let output = loadtest(target, &[args, &["--json"]].concat());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadtest run failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("the summary is JSON")
+}
+
+/// A latency figure of `summary`, in milliseconds.
+fn ms(summary: &Value, group: &str, name: &str) -> f64 {
+    let micros = summary[group][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{group}.{name} in {summary}"));
+    micros as f64 / 1000.0
+}
+
+/// An HTTP/1.1 server that answers every request `delay` after reading it, one thread per
+/// connection. With a stall, request number `after` (counted over all connections from 1)
+/// makes every response, on every connection, wait until `length` after it arrived.
+struct SlowServer {
+    addr: String,
+    requests: Arc<AtomicU64>,
+}
+
+/// A one-time stall of a [`SlowServer`].
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    after: u64,
+    length: Duration,
+}
+
+impl SlowServer {
+    fn start(delay: Duration, stall: Option<Stall>) -> SlowServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the server");
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(AtomicU64::new(0));
+        let stalled_until = Arc::new(Mutex::new(None::<Instant>));
+        let counter = Arc::clone(&requests);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (counter, stalled_until) = (Arc::clone(&counter), Arc::clone(&stalled_until));
+                thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    serve(stream, delay, stall, &counter, &stalled_until);
+                });
+            }
+        });
+        SlowServer { addr, requests }
+    }
+}
+
+/// Serves one connection of a [`SlowServer`] until the client closes it.
+fn serve(
+    stream: TcpStream,
+    delay: Duration,
+    stall: Option<Stall>,
+    counter: &AtomicU64,
+    stalled_until: &Mutex<Option<Instant>>,
+) {
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut reader = BufReader::new(stream);
+    while let Some(length) = read_head(&mut reader) {
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let arrived = Instant::now();
+        let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut until = arrived + delay;
+        {
+            let mut stalled = stalled_until.lock().unwrap();
+            if let Some(stall) = stall.filter(|stall| stall.after == number) {
+                *stalled = Some(arrived + stall.length);
+            }
+            if let Some(end) = *stalled {
+                until = until.max(end);
+            }
+        }
+        thread::sleep(until.saturating_duration_since(Instant::now()));
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        if writer.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads a request head; returns its Content-Length, or `None` at the end of the stream.
+fn read_head(reader: &mut BufReader<TcpStream>) -> Option<usize> {
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let field = line.trim_end();
+        if field.is_empty() {
+            return Some(length);
+        }
+        if let Some((name, value)) = field.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_open_loop_keeps_the_rate_and_sees_the_delay() {
+    let server = SlowServer::start(Duration::from_millis(20), None);
+    let (count, rate) = (400.0, 200.0);
+    // 8 connections at 25 requests a second each: every request finds its connection idle.
+    let summary = summary(
+        &server.addr,
+        &["--rate", "200", "--requests", "400", "--connections", "8"],
+    );
+    assert_eq!(summary["requests"], 400, "{summary}");
+    assert_eq!(summary["errors"]["total"], 0, "{summary}");
+    assert_eq!(summary["rate"], 200.0);
+
+    // The last of 400 requests is due 399 / 200 s after the first and answered 20 ms later.
+    // A closed loop on 8 connections would run at 8 / 20 ms = 400 requests a second.
+    let expected = count / ((count - 1.0) / rate + 0.020);
+    let measured = summary["requests_per_second"].as_f64().unwrap();
+    assert!(
+        (expected * 0.93..=expected * 1.03).contains(&measured),
+        "{measured} req/s, expected {expected:.1}"
+    );
+    let duration = summary["duration_s"].as_f64().unwrap();
+    assert!((1.9..2.3).contains(&duration), "{duration}");
+
+    // Latency is the server's delay plus a little: never under it, and not far over.
+    let p50 = ms(&summary, "latency_us", "p50");
+    let p90 = ms(&summary, "latency_us", "p90");
+    let min = ms(&summary, "latency_us", "min");
+    assert!(min >= 19.9, "min {min} ms");
+    assert!((20.0..30.0).contains(&p50), "p50 {p50} ms");
+    assert!(p90 < 45.0, "p90 {p90} ms");
+    // Nothing queued, so the corrected latency is the service time.
+    let service_p50 = ms(&summary, "service_time_us", "p50");
+    assert!(
+        (p50 - service_p50).abs() < 3.0,
+        "{p50} against {service_p50}"
+    );
+}
+
+#[test]
+fn the_open_loop_counts_a_stall_that_the_closed_loop_hides() {
+    let stall = Stall {
+        after: 300,
+        length: Duration::from_millis(500),
+    };
+    let server = SlowServer::start(Duration::from_millis(1), Some(stall));
+    // 2,000 requests at 500 a second: 4 s, of which the stall holds 500 ms. The 250 requests
+    // due meanwhile (12.5%) wait for it: from up to 500 ms, evenly spread, down to nothing.
+    let open = summary(
+        &server.addr,
+        &["--rate", "500", "--requests", "2000", "--connections", "2"],
+    );
+    assert_eq!(open["requests"], 2000, "{open}");
+    assert_eq!(open["errors"]["total"], 0, "{open}");
+    let (p90, p99, max) = (
+        ms(&open, "latency_us", "p90"),
+        ms(&open, "latency_us", "p99"),
+        ms(&open, "latency_us", "max"),
+    );
+    // Expected about 100 ms, 460 ms and 500 ms.
+    assert!(p90 > 40.0, "p90 {p90} ms: {open}");
+    assert!(p99 > 300.0, "p99 {p99} ms: {open}");
+    assert!(max > 450.0, "max {max} ms: {open}");
+
+    // Timed from the actual writes, in the same run, only the 2 requests in flight when the
+    // stall began were slow: 0.1% of them, under the p99.
+    let service_p99 = ms(&open, "service_time_us", "p99");
+    let service_max = ms(&open, "service_time_us", "max");
+    assert!(service_p99 < 100.0, "service p99 {service_p99} ms: {open}");
+    assert!(service_max > 450.0, "service max {service_max} ms: {open}");
+
+    // A closed loop on a server that stalls again sees the same: one slow request per
+    // connection, and a p99 that does not show the stall.
+    let server = SlowServer::start(Duration::from_millis(1), Some(stall));
+    let closed = summary(&server.addr, &["--requests", "2000", "--connections", "2"]);
+    assert_eq!(closed["requests"], 2000, "{closed}");
+    assert!(closed.get("service_time_us").is_none());
+    let closed_p99 = ms(&closed, "latency_us", "p99");
+    assert!(closed_p99 < 100.0, "closed p99 {closed_p99} ms: {closed}");
+    assert!(ms(&closed, "latency_us", "max") > 450.0, "{closed}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2000);
+}
+
+#[test]
+fn a_duration_bounded_open_loop_sends_rate_times_duration() {
+    let server = SlowServer::start(Duration::from_millis(2), None);
+    let summary = summary(
+        &server.addr,
+        &["--rate", "300", "--duration", "2s", "--connections", "4"],
+    );
+    // 600 requests are due in 2 s; those answered after the deadline (a few) are left out.
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!((570..=601).contains(&requests), "{requests}: {summary}");
+    let sent = server.requests.load(Ordering::SeqCst);
+    assert!(
+        (590..=601).contains(&sent),
+        "{sent} requests reached the server"
+    );
+}
+
+/// A running `loadtest mock`, killed when dropped.
+struct Mock {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Mock {
+    fn start() -> Mock {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["mock", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start loadtest mock");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (found_tx, found_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let rest = &line[at + "listening on ".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = found_tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = found_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the mock logs `listening on ADDR`");
+        Mock { child, addr }
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_mix_of_plain_streamed_and_large_requests_to_the_mock() {
+    let mock = Mock::start();
+    let args = [
+        "--requests",
+        "2000",
+        "--connections",
+        "4",
+        "--mix",
+        "plain=2,stream=1,body=1",
+        "--body-bytes",
+        "100000",
+        "--seed",
+        "5",
+    ];
+    let summary = summary(&mock.addr, &args);
+    // The mock answers a stream with chunked events: each is read to its last chunk, or the
+    // next response on the connection would be malformed.
+    assert_eq!(summary["requests"], 2000, "{summary}");
+    assert_eq!(summary["status"]["200"], 2000, "{summary}");
+    assert_eq!(summary["errors"]["total"], 0, "{summary}");
+    assert_eq!(summary["body_bytes"], 100000);
+
+    let kinds = summary["by_kind"].as_array().expect("by_kind");
+    let counts: Vec<(String, u64)> = kinds
+        .iter()
+        .map(|kind| {
+            let name = kind["kind"].as_str().unwrap().to_owned();
+            (name, kind["requests"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert_eq!(counts.iter().map(|(_, count)| count).sum::<u64>(), 2000);
+    // Expected 1000, 500 and 500; a standard deviation is about 22.
+    let expected = [("plain", 1000), ("stream", 500), ("body", 500)];
+    for ((name, count), (want_name, want)) in counts.iter().zip(expected) {
+        assert_eq!(name, want_name);
+        assert!(count.abs_diff(want) < 120, "{counts:?}");
+    }
+}
+
+#[test]
+fn mix_options_are_checked() {
+    let server = SlowServer::start(Duration::ZERO, None);
+    let cases: &[&[&str]] = &[
+        &["--mix", "plain=1,video=1"],
+        &["--mix", "plain=0"],
+        &["--mix", "plain=1", "--body", "{}"],
+        &["--mix", "plain=1", "--method", "GET"],
+        &["--mix", "plain=1", "--body-bytes", "10"],
+        &["--body-bytes", "10"],
+        &["--rate", "0"],
+        &["--quiet", "--progress"],
+    ];
+    for args in cases {
+        let output = loadtest(&server.addr, &[&["--requests", "1"], *args].concat());
+        assert!(!output.status.success(), "{args:?} was accepted");
+    }
+}
+
+#[test]
+fn the_progress_line_only_when_asked_for_off_a_terminal() {
+    let server = SlowServer::start(Duration::ZERO, None);
+    let args = [
+        "--duration",
+        "1500ms",
+        "--rate",
+        "100",
+        "--connections",
+        "2",
+    ];
+    // stderr is a pipe here, not a terminal: no progress line unless --progress.
+    let quiet = loadtest(&server.addr, &args);
+    assert!(quiet.status.success());
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("req/s"));
+
+    let shown = loadtest(&server.addr, &[&args[..], &["--progress"]].concat());
+    assert!(shown.status.success());
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(stderr.contains("req/s  errors 0"), "{stderr}");
+    // The summary alone goes to stdout.
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        stdout.starts_with("target ") && !stdout.contains("req/s  errors"),
+        "{stdout}"
+    );
+}
