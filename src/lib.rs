@@ -6,7 +6,9 @@
 //! - [`http`]: sans-IO HTTP/1.1 (RFC 9112): head parsing, body framing, encoding.
 //! - [`shard`]: thread-per-core start-up, pinning, io_uring runtimes, listeners, drain.
 //! - [`net`]: upstream connections and the per-shard keep-alive pools.
-//! - [`upstream`]: upstream groups on a shard: endpoint choice and health.
+//! - [`upstream`]: upstream groups on a shard: endpoint choice and health; provider key
+//!   pools shared by all shards, what responses say about a key, key states on disk.
+//! - [`admin`]: the admin listener: health, readiness, metrics, the admin API.
 //! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
 //! - [`quota`]: rate, calendar quotas, concurrency and token budgets; their journal.
 //! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
@@ -14,6 +16,7 @@
 //! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod ai;
 pub mod config;
 pub mod http;

@@ -4,9 +4,12 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use keygate::admin::{Admin, AdminState};
 use keygate::config::Config;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -110,7 +113,14 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
 
+    let admin_listen = config.gateway.admin_listen;
+    let admin_token = admin_token(config.gateway.admin_token_env.as_deref());
     let gateway = keygate::shard::start(config).context("cannot start")?;
+    let admin_state = Arc::new(AdminState {
+        pools: gateway.pools.clone(),
+        token: admin_token,
+        draining: AtomicBool::new(false),
+    });
     release_free_memory();
     tracing::info!(
         addr = %gateway.local_addr,
@@ -119,12 +129,22 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "listening on {}",
         gateway.local_addr
     );
+    let admin = match admin_listen {
+        Some(addr) => {
+            let admin = Admin::start(addr, Arc::clone(&admin_state))
+                .with_context(|| format!("cannot listen on admin_listen {addr}"))?;
+            tracing::info!(addr = %admin.local_addr, "admin API on {}", admin.local_addr);
+            Some(admin)
+        }
+        None => None,
+    };
 
     for signal in signals.forever() {
         match signal {
             SIGHUP => tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored"),
             _ => {
                 tracing::info!(signal, "draining");
+                admin_state.draining.store(true, Ordering::Relaxed);
                 gateway.shutdown();
                 break;
             }
@@ -141,6 +161,9 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     });
     gateway.join();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -155,11 +178,29 @@ fn release_free_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// The admin token from the environment variable `env` names. Without one, `/admin/*` is
+/// off (health, readiness and metrics are still served).
+fn admin_token(env: Option<&str>) -> Option<Box<[u8]>> {
+    let Some(env) = env else {
+        return None;
+    };
+    match std::env::var(env) {
+        Ok(token) if !token.trim().is_empty() => Some(token.trim().as_bytes().into()),
+        _ => {
+            tracing::warn!(
+                variable = env,
+                "the admin token variable is unset or empty; /admin/* is off"
+            );
+            None
+        }
+    }
+}
+
 /// Warns about settings this version accepts but does not act on yet, so nobody relies on
 /// them unknowingly.
 fn warn_unserved(config: &Config) {
-    if let Some(addr) = config.gateway.admin_listen {
-        tracing::warn!(%addr, "admin_listen is not served by this version; ignored");
+    if config.gateway.admin_listen.is_some() && config.gateway.admin_token_env.is_none() {
+        tracing::warn!("admin_listen without admin_token_env: /admin/* is off");
     }
     if let Some(path) = &config.gateway.access_log {
         let path = path.display();

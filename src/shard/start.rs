@@ -66,6 +66,8 @@ pub struct Gateway {
     pub driver: Driver,
     /// How many shards run.
     pub shards: usize,
+    /// The provider key pools of the upstreams that have keys, shared with every shard.
+    pub pools: Vec<Arc<KeyPool>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
@@ -146,7 +148,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         .collect();
     let present: Vec<Arc<KeyPool>> = pools.iter().flatten().cloned().collect();
     persist::restore(&state_dir, &present, persist::now());
-    let saver = Saver::start(state_dir, present).map_err(StartError::Spawn)?;
+    let saver = Saver::start(state_dir, present.clone()).map_err(StartError::Spawn)?;
     let shared = Arc::new(Shared {
         keys,
         inboxes: senders.into(),
@@ -208,6 +210,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         shards,
         shutdown,
         threads,
+        pools: present,
         writer: Some(writer),
         saver: Some(saver),
         _state_lock: state_lock,

@@ -47,6 +47,10 @@ const PROBE_WAIT: u64 = SECOND;
 /// between the look and the take.
 const PICK_RACES: usize = 4;
 
+/// The disabling status of a key the operator took out of use (the others are the
+/// provider's 401 or 403).
+pub const DISABLED_BY_OPERATOR: u16 = 1;
+
 /// One key's state as a reader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {
@@ -54,7 +58,8 @@ pub enum KeyStatus {
     Ready,
     /// Resting after a 429 until this time (ns since the epoch).
     Cooling(u64),
-    /// Refused by the provider with this status (401 or 403); out of use until re-enabled.
+    /// Refused by the provider with this status (401 or 403), or taken out of use by the
+    /// operator ([`DISABLED_BY_OPERATOR`]); out of use until enabled again.
     Disabled(u16),
 }
 
@@ -446,13 +451,30 @@ impl KeyPool {
         }
     }
 
-    /// Puts a disabled key back in use (a reload or the admin API).
-    pub fn enable(&self, index: usize) {
+    /// Puts a disabled key back in use (a reload or the admin API). Returns whether it was
+    /// disabled.
+    pub fn enable(&self, index: usize) -> bool {
         let state = &self.keys[index].state;
-        if state.disabled.swap(0, Relaxed) != 0 {
+        let was = state.disabled.swap(0, Relaxed) != 0;
+        if was {
             state.probing.store(true, Relaxed);
             self.version.fetch_add(1, Relaxed);
         }
+        was
+    }
+
+    /// Takes a key out of use by the operator's hand ([`DISABLED_BY_OPERATOR`]) until it is
+    /// enabled again. Returns whether it was in use.
+    pub fn disable(&self, index: usize) -> bool {
+        let state = &self.keys[index].state;
+        let was = state.disabled.swap(DISABLED_BY_OPERATOR, Relaxed) == 0;
+        self.version.fetch_add(1, Relaxed);
+        was
+    }
+
+    /// Position of the key called `id`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.keys.iter().position(|key| &*key.id == id)
     }
 
     /// A number that changes whenever a persisted state does.
@@ -517,12 +539,12 @@ impl KeyPool {
 
 impl PoolKey {
     /// The lower of the configured and the announced requests per minute.
-    fn rpm_limit(&self) -> Option<u64> {
+    pub fn rpm_limit(&self) -> Option<u64> {
         lower(self.rpm, self.state.learned_rpm.load(Relaxed))
     }
 
     /// The lower of the configured and the announced tokens per minute.
-    fn tpm_limit(&self) -> Option<u64> {
+    pub fn tpm_limit(&self) -> Option<u64> {
         lower(self.tpm, self.state.learned_tpm.load(Relaxed))
     }
 
@@ -1078,9 +1100,22 @@ mod tests {
             pick(&pool, &picker, NOW, 0),
             Err(Exhausted { ready_at: None })
         );
-        pool.enable(1);
+        assert!(pool.enable(1));
+        assert!(!pool.enable(1));
         assert_eq!(pick(&pool, &picker, NOW, 0), Ok(1));
         assert_eq!(pool.keys[0].refused() + pool.keys[1].refused(), 2);
+        // The operator's hand works the same way.
+        assert!(pool.disable(1));
+        assert_eq!(
+            pool.status(1, NOW),
+            KeyStatus::Disabled(DISABLED_BY_OPERATOR)
+        );
+        assert_eq!(
+            pick(&pool, &picker, NOW, 0),
+            Err(Exhausted { ready_at: None })
+        );
+        assert_eq!(pool.position("k1"), Some(1));
+        assert_eq!(pool.position("nope"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod keys;
 pub mod learn;
 pub mod persist;
 
-pub use keys::{Exhausted, KeyPool, KeyRecord, KeyStatus, Lease, Picker};
+pub use keys::{Exhausted, KeyPool, KeyRecord, KeyStatus, Lease, Picker, PoolKey};
 
 /// What one exchange with an endpoint showed about its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
