@@ -181,9 +181,7 @@ fn release_free_memory() {
 /// The admin token from the environment variable `env` names. Without one, `/admin/*` is
 /// off (health, readiness and metrics are still served).
 fn admin_token(env: Option<&str>) -> Option<Box<[u8]>> {
-    let Some(env) = env else {
-        return None;
-    };
+    let env = env?;
     match std::env::var(env) {
         Ok(token) if !token.trim().is_empty() => Some(token.trim().as_bytes().into()),
         _ => {
