@@ -689,3 +689,34 @@ fn key_states_survive_a_restart() {
     );
     assert_eq!(provider.times_of("sk-c").len(), 8);
 }
+
+#[test]
+fn a_client_that_leaves_while_waiting_for_a_key_is_not_sent_upstream() {
+    let provider = FakeProvider::start(|_, n, _| match n {
+        0 => throttled(&[("retry-after", "2")]),
+        _ => ok(),
+    });
+    let upstream = pool_upstream(
+        "up",
+        "openai",
+        provider.addr(),
+        "key_wait = \"5s\"",
+        &[("a", "sk-a")],
+    );
+    let gateway = start(1, "", &upstream);
+    // The first request cools the only key and then waits for it.
+    let body = r#"{"model":"m"}"#;
+    let request = format!(
+        "POST /v1/x HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = Client::connect(gateway.addr());
+    client.send(request.as_bytes());
+    thread::sleep(Duration::from_millis(500));
+    drop(client);
+    // Well after the key is back, nothing more was sent for the client that left.
+    thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(provider.calls().len(), 1);
+    // The key itself is fine.
+    assert_eq!(post(gateway.addr()).status, 200);
+}

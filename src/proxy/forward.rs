@@ -200,7 +200,7 @@ impl ClientConn {
     /// A key for the next attempt. When none is ready, waits for the soonest one if it will
     /// be back within the upstream's `key_wait`.
     async fn lease_key<'s>(
-        &self,
+        &mut self,
         upstream: &Upstream,
         pool: &'s crate::upstream::KeyPool,
         picker: &'s crate::upstream::Picker,
@@ -219,7 +219,10 @@ impl ClientConn {
                 Err(exhausted) => match exhausted.ready_at {
                     Some(at) if !wait.is_zero() && at <= give_up => {
                         let nap = Duration::from_nanos(at.saturating_sub(now).max(SECOND / 1000));
-                        monoio::time::sleep(nap).await;
+                        // A client that leaves while waiting is not worth a key.
+                        self.unless_client_leaves(monoio::time::sleep(nap))
+                            .await
+                            .map_err(Unserved::Failed)?;
                     }
                     at => return Err(Unserved::Exhausted(at)),
                 },

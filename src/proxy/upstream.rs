@@ -167,49 +167,49 @@ impl ClientConn {
         };
         let deadline = sent_at + upstream.config.response_timeout;
         let response = read_response_head(conn, head.method == Method::Head, deadline);
-        self.unless_client_leaves(response).await
+        self.unless_client_leaves(response)
+            .await
+            .unwrap_or_else(|gone| Err(HeadFailure::Failed(gone)))
     }
 
-    /// Waits for `response` while watching the client: a client that closes its connection
-    /// before the response head arrives ends the exchange at once, instead of leaving the
+    /// Waits for `work` while watching the client: a client that closes its connection
+    /// meanwhile ends the wait at once with [`Error::ClientGone`], instead of leaving the
     /// upstream working (and the key's concurrency slot held) for nobody. Bytes the client
     /// sends meanwhile (a pipelined request) are kept, and end the watch.
-    async fn unless_client_leaves<F>(&mut self, response: F) -> Result<ResponseHead, HeadFailure>
+    pub(super) async fn unless_client_leaves<F, T>(&mut self, work: F) -> Result<T, Error>
     where
-        F: std::future::Future<Output = Result<ResponseHead, HeadFailure>>,
+        F: std::future::Future<Output = T>,
     {
-        let mut response = std::pin::pin!(response);
-        // Most responses start within a few milliseconds: only a wait longer than that is
-        // worth a readiness poll on the client socket, which costs an io_uring operation
-        // armed and cancelled.
-        if let Ok(head) = monoio::time::timeout(WATCH_CLIENT_AFTER, &mut response).await {
-            return head;
+        let mut work = std::pin::pin!(work);
+        // Most waits end within a few milliseconds: only a longer one is worth a readiness
+        // poll on the client socket, which costs an io_uring operation armed and cancelled.
+        if let Ok(done) = monoio::time::timeout(WATCH_CLIENT_AFTER, &mut work).await {
+            return Ok(done);
         }
         // A client that already sent more is plainly still there.
         let mut watching = self.buf.is_empty();
         loop {
             if !watching {
-                return response.await;
+                return Ok(work.await);
             }
             let readable = monoio::select! {
-                head = &mut response => return head,
+                done = &mut work => return Ok(done),
                 ready = self.stream.readable(false) => ready,
             };
-            if let Err(err) = readable {
-                return Err(HeadFailure::Failed(Error::ClientGone(err)));
-            }
+            readable.map_err(Error::ClientGone)?;
             // Readable means a read completes at once; the deadline only guards against a
-            // spurious wake-up holding back the response.
+            // spurious wake-up holding back the work.
             let deadline = Instant::now() + std::time::Duration::from_millis(50);
             match io::read_into(&mut self.stream, &mut self.buf, 4096, deadline).await {
                 Ok(ReadOutcome::Data) => watching = false,
                 Ok(ReadOutcome::Closed) => {
-                    let gone = std::io::ErrorKind::ConnectionAborted.into();
-                    return Err(HeadFailure::Failed(Error::ClientGone(gone)));
+                    return Err(Error::ClientGone(
+                        std::io::ErrorKind::ConnectionAborted.into(),
+                    ))
                 }
                 // Readable but nothing to read: keep watching.
                 Ok(ReadOutcome::TimedOut) => {}
-                Err(err) => return Err(HeadFailure::Failed(Error::ClientGone(err))),
+                Err(err) => return Err(Error::ClientGone(err)),
             }
         }
     }
