@@ -12,8 +12,11 @@
 //! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
 //!   stream back.
 //! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
+//! - [`accesslog`]: the access log: a JSON line per exchange, batched per shard, written
+//!   and rotated by its own thread.
 #![deny(unsafe_code)]
 
+pub mod accesslog;
 pub mod ai;
 pub mod config;
 pub mod http;
