@@ -14,6 +14,7 @@
 //! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
 //! - [`accesslog`]: the access log: a JSON line per exchange, batched per shard, written
 //!   and rotated by its own thread.
+//! - [`report`]: `keygate report`: totals, latency and quota forecasts from access logs.
 #![deny(unsafe_code)]
 
 pub mod accesslog;
@@ -24,5 +25,6 @@ pub mod keys;
 pub mod net;
 pub mod proxy;
 pub mod quota;
+pub mod report;
 pub mod shard;
 pub mod upstream;

@@ -287,7 +287,10 @@ mod tests {
             ..full(b"/v1/models")
         };
         let text = line(&record);
-        assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "{text}");
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text}"
+        );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         for field in [
             "tenant",
@@ -314,7 +317,10 @@ mod tests {
             (b"/a\\b", "/a\\b"),
             (b"/\x00\x1f\x7f", "/\u{0}\u{1f}\u{7f}"),
             (b"/bad\xff\xfeutf8", "/bad\u{fffd}\u{fffd}utf8"),
-            (b"/v1beta/models/m:generate?key=AIzaSECRET", "/v1beta/models/m:generate"),
+            (
+                b"/v1beta/models/m:generate?key=AIzaSECRET",
+                "/v1beta/models/m:generate",
+            ),
             (b"?only=query", ""),
         ];
         for &(path, want) in cases {
@@ -337,11 +343,17 @@ mod tests {
         };
 
         let exact = vec![b'a'; MAX_PATH_BYTES];
-        assert_eq!(read(&exact), ("a".repeat(MAX_PATH_BYTES), serde_json::Value::Null));
+        assert_eq!(
+            read(&exact),
+            ("a".repeat(MAX_PATH_BYTES), serde_json::Value::Null)
+        );
 
         let mut long = vec![b'a'; MAX_PATH_BYTES + 100];
         long.extend_from_slice(b"?q=1");
-        assert_eq!(read(&long), ("a".repeat(MAX_PATH_BYTES), serde_json::Value::Bool(true)));
+        assert_eq!(
+            read(&long),
+            ("a".repeat(MAX_PATH_BYTES), serde_json::Value::Bool(true))
+        );
 
         // A 4-byte character straddles the limit: it is left out whole, not split into
         // replacement characters.

@@ -85,7 +85,8 @@ impl ShardLog {
             }
             Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
                 if let Message::Batch(batch) = message {
-                    self.stats.lost(batch.records, "the access log writer is behind");
+                    self.stats
+                        .lost(batch.records, "the access log writer is behind");
                     self.buf = batch.buf;
                     self.buf.clear();
                 }
@@ -186,7 +187,12 @@ impl Stats {
         now_ms >= next
             && self
                 .next_warning_ms
-                .compare_exchange(next, now_ms + WARN_EVERY_MS, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now_ms + WARN_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
     }
 }

@@ -73,11 +73,7 @@ fn number(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        bytes
-            .iter()
-            .fold(0, |n, &b| n * 10 + u64::from(b - b'0')),
-    )
+    Some(bytes.iter().fold(0, |n, &b| n * 10 + u64::from(b - b'0')))
 }
 
 /// `.ddd…` (or nothing) as whole milliseconds, cut rather than rounded.
@@ -106,7 +102,10 @@ mod tests {
         let cases: &[(u64, &str)] = &[
             (0, "1970-01-01T00:00:00.000Z"),
             (999_999, "1970-01-01T00:00:00.000Z"),
-            (1_796_400_148 * SECOND + 5 * MS + 1, "2026-12-04T16:02:28.005Z"),
+            (
+                1_796_400_148 * SECOND + 5 * MS + 1,
+                "2026-12-04T16:02:28.005Z",
+            ),
             (951_782_400 * SECOND + 999 * MS, "2000-02-29T00:00:00.999Z"),
             (u64::MAX, "2554-07-21T23:34:33.709Z"),
         ];
@@ -117,12 +116,22 @@ mod tests {
 
     #[test]
     fn parses_what_it_formats_and_nothing_else() {
-        for ms in [0, 1, 999, 951_782_400_999, 1_796_400_148_005, 18_446_744_073_709] {
+        for ms in [
+            0,
+            1,
+            999,
+            951_782_400_999,
+            1_796_400_148_005,
+            18_446_744_073_709,
+        ] {
             let text = format_timestamp(ms * MS);
             let text = std::str::from_utf8(&text).unwrap_or_default();
             assert_eq!(parse_timestamp(text), Some(ms), "{text}");
         }
-        assert_eq!(parse_timestamp("2026-12-04T16:02:28Z"), Some(1_796_400_148_000));
+        assert_eq!(
+            parse_timestamp("2026-12-04T16:02:28Z"),
+            Some(1_796_400_148_000)
+        );
         assert_eq!(
             parse_timestamp("2026-12-04T16:02:28.1234567Z"),
             Some(1_796_400_148_123)

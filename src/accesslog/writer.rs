@@ -107,7 +107,11 @@ impl AccessLog {
 
     /// A handle for one shard. Each shard needs its own; they all feed this log.
     pub fn shard_log(&self) -> ShardLog {
-        ShardLog::new(self.queue.clone(), Arc::clone(&self.stats), self.batch_bytes)
+        ShardLog::new(
+            self.queue.clone(),
+            Arc::clone(&self.stats),
+            self.batch_bytes,
+        )
     }
 
     /// Closes the file and opens the same path again, after everything queued before the
@@ -207,7 +211,8 @@ impl Writer {
                 // The disk refused (full, gone): the rest of the batch is lost, and counted.
                 let lost = memchr::memchr_iter(b'\n', &rest[written..]).count() as u64;
                 self.stats.wrote(batch.records.saturating_sub(lost));
-                self.stats.lost(lost, "the access log file cannot be written");
+                self.stats
+                    .lost(lost, "the access log file cannot be written");
                 return;
             }
             rest = &rest[len..];
@@ -584,7 +589,10 @@ mod tests {
         let stats = Arc::new(Stats::new());
         let mut writer = Writer {
             path: full.to_path_buf(),
-            file: OpenOptions::new().write(true).open(full).expect("open /dev/full"),
+            file: OpenOptions::new()
+                .write(true)
+                .open(full)
+                .expect("open /dev/full"),
             size: 0,
             max_bytes: 0,
             keep: 1,
@@ -608,7 +616,16 @@ mod tests {
     #[test]
     fn lines_within_room() {
         let text = b"ab\ncd\nef\n";
-        let cases = [(0, 0), (2, 0), (3, 3), (5, 3), (6, 6), (8, 6), (9, 9), (100, 9)];
+        let cases = [
+            (0, 0),
+            (2, 0),
+            (3, 3),
+            (5, 3),
+            (6, 6),
+            (8, 6),
+            (9, 9),
+            (100, 9),
+        ];
         for (room, want) in cases {
             assert_eq!(lines_within(text, room), want, "{room}");
         }
