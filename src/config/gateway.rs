@@ -254,9 +254,14 @@ mod tests {
             (gw.access_log_max_bytes, gw.access_log_keep)
         };
         assert_eq!(read(""), (100 << 20, 5));
-        assert_eq!(read("access_log_max_bytes = 0
+        assert_eq!(
+            read(
+                "access_log_max_bytes = 0
 access_log_keep = 1
-"), (0, 1));
+"
+            ),
+            (0, 1)
+        );
         let edges = "access_log_max_bytes = \"64KiB\"\naccess_log_keep = 1000\n";
         assert_eq!(read(edges), (65_536, 1000));
     }
