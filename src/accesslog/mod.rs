@@ -16,7 +16,6 @@ mod shard;
 mod time;
 mod writer;
 
-pub use json::write_string;
 pub use record::{Record, RequestId, RequestIds, MAX_PATH_BYTES};
 pub use shard::{ShardLog, WARN_EVERY_MS};
 pub use time::{format_timestamp, parse_timestamp, TIMESTAMP_LEN};
