@@ -580,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn write_errors_are_counted_and_cut_lines_are_ended() {
+    fn write_errors_count_the_lost_records() {
         // /dev/full refuses every write with ENOSPC.
         let full = Path::new("/dev/full");
         if !full.exists() {
