@@ -14,8 +14,12 @@
 //! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
 //!   stream back.
 //! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
+//! - [`accesslog`]: the access log: a JSON line per exchange, batched per shard, written
+//!   and rotated by its own thread.
+//! - [`report`]: `keygate report`: totals, latency and quota forecasts from access logs.
 #![deny(unsafe_code)]
 
+pub mod accesslog;
 pub mod admin;
 pub mod ai;
 pub mod config;
@@ -24,5 +28,6 @@ pub mod keys;
 pub mod net;
 pub mod proxy;
 pub mod quota;
+pub mod report;
 pub mod shard;
 pub mod upstream;

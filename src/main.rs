@@ -1,7 +1,8 @@
-//! The `keygate` command: run the gateway, check a config, make a client key.
+//! The `keygate` command: run the gateway, check a config, make a client key, summarize
+//! access logs.
 #![deny(unsafe_code)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Summarize access logs: totals per tenant, key and route, error and 429 rates,
+    /// latency percentiles and, with --config, when each key's calendar quotas run out.
+    /// Exit 0, 1 if a file cannot be read, 2 if the config is invalid.
+    Report {
+        /// Access log files, rotated ones included, in any order.
+        #[arg(long, required = true, num_args = 1..)]
+        log: Vec<PathBuf>,
+        /// The gateway's config: adds a quota forecast for every client key with a calendar
+        /// quota.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Client key tools.
     Key {
         #[command(subcommand)]
@@ -57,6 +73,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Report { log, config, json } => report(&log, config.as_deref(), json),
         Command::Key {
             command: KeyCommand::New,
         } => match new_key() {
@@ -88,6 +105,45 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn report(logs: &[PathBuf], config: Option<&Path>, json: bool) -> ExitCode {
+    let config = match config.map(Config::load).transpose() {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    match write_report(logs, config.as_ref(), json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keygate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_report(logs: &[PathBuf], config: Option<&Config>, json: bool) -> anyhow::Result<()> {
+    let mut report = keygate::report::Report::new(config);
+    for path in logs {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        report
+            .read(std::io::BufReader::new(file))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+
+    let summary = report.summary();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        keygate::report::write_table(&summary, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// A client key is `kg-` and 32 random bytes in hex (256 bits from the OS's generator).

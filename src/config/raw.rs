@@ -44,6 +44,8 @@ pub(crate) struct RawGateway {
     pub workers: Option<Spanned<IntOrText>>,
     pub state_dir: Option<Text>,
     pub access_log: Option<Text>,
+    pub access_log_max_bytes: Option<Spanned<IntOrText>>,
+    pub access_log_keep: Option<Int>,
     pub tuning: Option<Text>,
     pub max_header_bytes: Option<Int>,
     pub max_body_bytes: Option<Spanned<IntOrText>>,
