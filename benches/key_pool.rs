@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     now += 100_000;
-                    let lease = pool.acquire(&picker, now, 500).expect("a key");
+                    let lease = pool.acquire(&picker, now, 500, &[]).expect("a key");
                     lease.report(200, black_box(&learned), now);
                     lease.used_tokens(black_box(400));
                     black_box(lease.index())
@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
     let picker = Picker::new(&pool);
     group.bench_function("quota_aware/3_keys_no_limits/acquire_report_release", |b| {
         b.iter(|| {
-            let lease = pool.acquire(&picker, 1, 0).expect("a key");
+            let lease = pool.acquire(&picker, 1, 0, &[]).expect("a key");
             lease.report(200, &Learned::default(), 1);
             black_box(lease.index())
         })

@@ -482,7 +482,7 @@ fn a_refused_key_is_disabled_and_its_request_goes_to_a_sibling() {
     assert_eq!(provider.times_of("sk-revoked").len(), before);
 
     let log = gateway.process.log_lines().join("\n");
-    assert!(log.contains("provider refused the key"), "{log}");
+    assert!(log.contains("provider refused a key"), "{log}");
     assert!(log.contains("revoked"), "the key id is named: {log}");
     assert!(
         !log.contains("sk-revoked") && !log.contains("sk-good"),
@@ -491,7 +491,60 @@ fn a_refused_key_is_disabled_and_its_request_goes_to_a_sibling() {
 }
 
 #[test]
-fn when_every_key_is_refused_the_client_gets_a_gateway_error_without_the_providers_body() {
+fn a_request_every_key_refuses_disables_none_and_gets_a_gateway_error() {
+    // The provider forbids one kind of request (a model the account may not use, say) for
+    // every key; a client sending it must not take the pool down.
+    let provider = FakeProvider::start(|_, _, seen| match seen.has("x-forbidden") {
+        true => (
+            403,
+            vec![],
+            "{\"error\":{\"message\":\"key sk-on***ly may not use this model\"}}".into(),
+        ),
+        false => ok(),
+    });
+    let upstream = pool_upstream(
+        "up",
+        "openai",
+        provider.addr(),
+        "",
+        &[("one", "sk-one"), ("two", "sk-two")],
+    );
+    let gateway = start(2, "", &upstream);
+    let body = r#"{"model":"forbidden"}"#;
+    let forbidden = format!(
+        "POST /v1/x HTTP/1.1\r\nHost: gw\r\nx-forbidden: 1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..5 {
+        let refused = roundtrip(gateway.addr(), forbidden.as_bytes());
+        // The provider's body, which may quote part of a key, is not passed on.
+        assert_error(&refused, 502, "upstream_error");
+        assert!(
+            !refused.body_text().contains("sk-"),
+            "{}",
+            refused.body_text()
+        );
+    }
+    // Each was tried on both keys, and neither was disabled.
+    assert_eq!(provider.times_of("sk-one").len(), 5);
+    assert_eq!(provider.times_of("sk-two").len(), 5);
+    let statuses = burst(gateway.addr(), 2, 10);
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(provider.times_of("sk-one").len() > 5 && provider.times_of("sk-two").len() > 5);
+
+    // A pool of one key cannot tell, so it never disables its key either.
+    let upstream = pool_upstream("up", "openai", provider.addr(), "", &[("only", "sk-only")]);
+    let gateway = start(1, "", &upstream);
+    assert_error(
+        &roundtrip(gateway.addr(), forbidden.as_bytes()),
+        502,
+        "upstream_error",
+    );
+    assert_eq!(post(gateway.addr()).status, 200);
+}
+
+#[test]
+fn without_a_retry_a_refused_key_gets_a_gateway_error() {
     let provider = FakeProvider::start(|_, _, _| {
         (
             401,
@@ -499,18 +552,6 @@ fn when_every_key_is_refused_the_client_gets_a_gateway_error_without_the_provide
             "{\"error\":{\"message\":\"Incorrect API key provided: sk-on***ly\"}}".into(),
         )
     });
-    let upstream = pool_upstream("up", "openai", provider.addr(), "", &[("only", "sk-only")]);
-    let gateway = start(1, "", &upstream);
-    // The provider's 401 (which names part of the key) is not passed on: the pool has no
-    // key left, which is the gateway's problem to report.
-    let first = post(gateway.addr());
-    assert_error(&first, 503, "upstream_unavailable");
-    assert!(!first.body_text().contains("sk-"), "{}", first.body_text());
-    // From then on the key is out of use: nothing is sent.
-    assert_error(&post(gateway.addr()), 503, "upstream_unavailable");
-    assert_eq!(provider.calls().len(), 1);
-
-    // Without a retry allowed, the refusal itself is reported as a gateway error.
     let upstream = pool_upstream(
         "up",
         "openai",
@@ -526,6 +567,7 @@ fn when_every_key_is_refused_the_client_gets_a_gateway_error_without_the_provide
         "{}",
         refused.body_text()
     );
+    assert_eq!(provider.calls().len(), 1);
 }
 
 #[test]

@@ -206,6 +206,18 @@ pub(crate) fn read_secret(
         );
         return None;
     }
+    // A header value loses its surrounding whitespace on the way (RFC 9110 §5.5), so such a
+    // secret could never be sent or presented as written.
+    if secret.trim() != secret {
+        problems.at(
+            span,
+            format!(
+                "the secret from {} has leading or trailing whitespace",
+                form.key()
+            ),
+        );
+        return None;
+    }
     Some(secret)
 }
 

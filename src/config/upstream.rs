@@ -186,11 +186,37 @@ fn one(raw: &RawUpstream, cx: &mut Ctx<'_, '_>) -> Upstream {
     };
 
     let mut ids = Seen::default();
-    let keys = raw
+    let keys: Vec<ProviderKeyConfig> = raw
         .key
         .iter()
         .map(|key| provider_key(key.get_ref(), &raw.name, &mut ids, cx))
         .collect();
+    // One key listed twice would be paced as two, and refused by the provider.
+    for (i, key) in keys.iter().enumerate() {
+        let secret = key.secret.expose();
+        let first = keys[..i]
+            .iter()
+            .find(|k| !secret.is_empty() && k.secret.expose() == secret);
+        if let Some(first) = first {
+            let msg = format!(
+                "key {:?} has the same secret as key {:?}; list each provider key once",
+                key.id, first.id
+            );
+            cx.problems.at(raw.key[i].get_ref().id.span(), msg);
+        }
+    }
+
+    let cooldown_initial = duration(&raw.cooldown_initial, "cooldown_initial", 1, cx);
+    let cooldown_max = duration(&raw.cooldown_max, "cooldown_max", 60, cx);
+    if cooldown_initial > cooldown_max {
+        let span = raw.cooldown_initial.as_ref().or(raw.cooldown_max.as_ref());
+        if let Some(v) = span {
+            cx.problems.at(
+                v.span(),
+                "cooldown_initial must not be longer than cooldown_max",
+            );
+        }
+    }
 
     Upstream {
         name: raw.name.get_ref().clone(),
@@ -221,8 +247,8 @@ fn one(raw: &RawUpstream, cx: &mut Ctx<'_, '_>) -> Upstream {
             Duration::ZERO,
             cx,
         ),
-        cooldown_initial: duration(&raw.cooldown_initial, "cooldown_initial", 1, cx),
-        cooldown_max: duration(&raw.cooldown_max, "cooldown_max", 60, cx),
+        cooldown_initial,
+        cooldown_max,
         fallbacks: raw.fallbacks.as_ref().map_or_else(Vec::new, |list| {
             list.get_ref().iter().map(|v| v.get_ref().clone()).collect()
         }),
@@ -446,6 +472,48 @@ mod tests {
                     UPSTREAM.replace("openai", "http")
                 ),
                 "c.toml:7:14: key_header \"x key\" is not a header name",
+            ),
+            (
+                format!(
+                    "{GATEWAY}{UPSTREAM}{}{}",
+                    key("a", "secret = \"s\"\n"),
+                    key("b", "secret = \"s\"\n")
+                ),
+                "c.toml:11:6: key \"b\" has the same secret as key \"a\"; list each provider \
+                 key once",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}{}", key("k", "secret = \" s\"\n")),
+                "c.toml:9:10: the secret from secret has leading or trailing whitespace",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}cooldown_initial = \"2m\"\n"),
+                "c.toml:7:20: cooldown_initial must not be longer than cooldown_max",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}strategy = \"random\"\n"),
+                "c.toml:7:12: unknown strategy \"random\"; use round_robin, least_loaded or \
+                 quota_aware",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}fallbacks = [\"up\"]\n"),
+                "c.toml:7:14: upstream \"up\" cannot be its own fallback",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}fallbacks = [\"nope\"]\n"),
+                "c.toml:7:14: fallback \"nope\" is not an upstream",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}retry_attempts = 0\n"),
+                "c.toml:7:18: retry_attempts must be from 1 to 10, not 0",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}retry_body_max = \"1GiB\"\n"),
+                "c.toml:7:18: retry_body_max must be at most 64 MiB",
+            ),
+            (
+                format!("{GATEWAY}{UPSTREAM}key_wait = \"10m\"\n"),
+                "c.toml:7:12: key_wait must be from 0s to 5m, not 10m",
             ),
             (
                 format!("{GATEWAY}{UPSTREAM}connect_timeout = \"fast\"\n"),

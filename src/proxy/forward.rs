@@ -23,11 +23,15 @@ use crate::quota::SECOND;
 use crate::shard::Shard;
 use crate::upstream::keys::Verdict;
 use crate::upstream::learn::Learned;
-use crate::upstream::{Lease, Upstream};
+use crate::upstream::{KeyPool, Lease, Picker, Upstream};
 
 /// The largest refused response body read to learn from it and keep its connection; a larger
 /// one closes the connection instead.
 const REFUSAL_BODY_BYTES: u64 = 64 * 1024;
+
+/// How long a refused response's body may take to arrive before the gateway stops waiting
+/// for it and retries without what it says.
+const REFUSAL_READ_TIME: Duration = Duration::from_secs(1);
 
 /// A response on its way to the client, from the upstream that gave it.
 pub(super) struct Forwarded<'s> {
@@ -70,7 +74,7 @@ impl ClientConn {
                 break;
             }
             if hop > 0 {
-                tracing::info!(shard = shard.id, from = %primary.config.name,
+                tracing::debug!(shard = shard.id, from = %primary.config.name,
                     to = %upstream.config.name, "falling back to the next upstream");
             }
             match self.try_upstream(upstream, head, body, tokens).await {
@@ -103,6 +107,12 @@ impl ClientConn {
 
     /// One upstream's part: a key (when it has a pool), the exchange, and retries on other
     /// keys or endpoints while the rules allow.
+    ///
+    /// A provider's 401 or 403 may be about the key or about the request (a model the
+    /// account may not use, a scope the key lacks). So a refused key is only suspected: the
+    /// request moves on to another key, and only when one accepts it are the keys that
+    /// refused it disabled. A request every key refuses disables none, so no client can
+    /// take the pool down with requests the provider forbids.
     async fn try_upstream<'s>(
         &mut self,
         upstream: &'s Upstream,
@@ -112,9 +122,22 @@ impl ClientConn {
     ) -> Result<(Sent, Option<Lease<'s>>), Unserved> {
         upstream.count_request();
         let mut attempt = 1;
+        // Keys that refused this request (position, status), until another accepts it.
+        let mut suspects: Vec<(usize, u16)> = Vec::new();
         loop {
             let lease = match &upstream.keys {
-                Some((pool, picker)) => Some(self.lease_key(upstream, pool, picker, tokens).await?),
+                Some((pool, picker)) => {
+                    let avoid: Vec<usize> = suspects.iter().map(|&(index, _)| index).collect();
+                    match self.lease_key(upstream, pool, picker, tokens, &avoid).await {
+                        Ok(lease) => Some(lease),
+                        Err(unserved) => match suspects.last() {
+                            Some(&(_, status)) => {
+                                return Err(Unserved::Failed(Error::ProviderKeyRefused(status)))
+                            }
+                            None => return Err(unserved),
+                        },
+                    }
+                }
                 None => None,
             };
             let result = self
@@ -129,7 +152,7 @@ impl ClientConn {
             let sent = match result {
                 Ok(sent) => sent,
                 Err(error) if error.side() == Side::Upstream && retry_allowed(self) => {
-                    tracing::info!(shard = self.shard.id, upstream = %upstream.config.name,
+                    tracing::debug!(shard = self.shard.id, upstream = %upstream.config.name,
                         %error, attempt, "upstream failed before answering; retrying");
                     attempt += 1;
                     continue;
@@ -147,30 +170,48 @@ impl ClientConn {
             let verdict = Verdict::of(status);
             if verdict == Verdict::Accepted {
                 lease.report(status, &learned, self.shard.clock.now());
+                self.confirm_refusals(upstream, &suspects);
                 return Ok((sent, Some(lease)));
             }
 
             let retry = retry_allowed(self);
-            let now = self.shard.clock.now();
             // Without a retry, the provider's own 429 goes to the client, Retry-After and all.
             if verdict == Verdict::Throttled && !retry {
-                let rest = lease.report(status, &learned, now);
-                self.log_refusal(upstream, &lease, verdict, rest, retry);
+                let rest = lease.report(status, &learned, self.shard.clock.now());
+                self.log_refusal(upstream, &lease, verdict, rest);
                 return Ok((sent, Some(lease)));
             }
-            // The refusal is read when small, and its connection kept: Gemini says how long to
-            // wait only in the body.
-            if let Some(refusal) = self.take_refusal(upstream, sent).await {
-                if learned.retry_after.is_none() {
+            // Gemini says how long to wait only in a 429's body: that one is read, briefly.
+            // Other refusals are not worth the wait; their connection is closed.
+            let wants_body = verdict == Verdict::Throttled && learned.retry_after.is_none();
+            if wants_body {
+                if let Some(refusal) = self.take_refusal(upstream, sent).await? {
                     learned.retry_after = Learned::retry_delay_from_body(&refusal);
                 }
             }
-            let rest = lease.report(status, &learned, now);
-            self.log_refusal(upstream, &lease, verdict, rest, retry);
+            let rest = lease.report(status, &learned, self.shard.clock.now());
+            self.log_refusal(upstream, &lease, verdict, rest);
+            if let Verdict::Refused(status) = verdict {
+                suspects.push((lease.index(), status));
+            }
             if !retry {
                 return Err(Unserved::Failed(Error::ProviderKeyRefused(status)));
             }
             attempt += 1;
+        }
+    }
+
+    /// Disables the keys that refused a request another key then got accepted.
+    fn confirm_refusals(&self, upstream: &Upstream, suspects: &[(usize, u16)]) {
+        let Some((pool, _)) = &upstream.keys else {
+            return;
+        };
+        for &(index, status) in suspects {
+            pool.confirm_refused(index, status);
+            tracing::warn!(shard = self.shard.id, upstream = %upstream.config.name,
+                key = %pool.keys()[index].id, status,
+                "provider refused a key that another key could use; disabled until enabled \
+                 through the admin API");
         }
     }
 
@@ -180,31 +221,23 @@ impl ClientConn {
         lease: &Lease<'_>,
         verdict: Verdict,
         rest: Option<Duration>,
-        retry: bool,
     ) {
         let (shard, name, key) = (self.shard.id, &upstream.config.name, lease.id());
-        match verdict {
-            Verdict::Throttled => {
-                let rest_ms = rest.map_or(0, |rest| rest.as_millis() as u64);
-                tracing::info!(shard, upstream = %name, key, rest_ms, retry,
-                    "provider key throttled; cooling down");
-            }
-            Verdict::Refused(status) => {
-                tracing::warn!(shard, upstream = %name, key, status, retry,
-                    "provider refused the key; disabled until reload or enable");
-            }
-            Verdict::Accepted => {}
-        }
+        let rest_ms = rest.map_or(0, |rest| rest.as_millis() as u64);
+        tracing::debug!(shard, upstream = %name, key, ?verdict, rest_ms,
+            "provider refused a request with this key");
     }
 
-    /// A key for the next attempt. When none is ready, waits for the soonest one if it will
-    /// be back within the upstream's `key_wait`.
+    /// A key for the next attempt, other than those in `avoid`. When none is ready, waits
+    /// for the soonest one if it will be back within the upstream's `key_wait`, and if fewer
+    /// requests wait for this pool than it has keys (see [`KeyPool::wait_turn`]).
     async fn lease_key<'s>(
         &mut self,
         upstream: &Upstream,
-        pool: &'s crate::upstream::KeyPool,
-        picker: &'s crate::upstream::Picker,
+        pool: &'s KeyPool,
+        picker: &'s Picker,
         tokens: u64,
+        avoid: &[usize],
     ) -> Result<Lease<'s>, Unserved> {
         let wait = upstream.config.key_wait;
         let give_up = self
@@ -212,27 +245,41 @@ impl ClientConn {
             .clock
             .now()
             .saturating_add(wait.as_nanos() as u64);
+        let mut turn = None;
         loop {
             let now = self.shard.clock.now();
-            match pool.acquire(picker, now, tokens) {
+            let exhausted = match pool.acquire(picker, now, tokens, avoid) {
                 Ok(lease) => return Ok(lease),
-                Err(exhausted) => match exhausted.ready_at {
-                    Some(at) if !wait.is_zero() && at <= give_up => {
-                        let nap = Duration::from_nanos(at.saturating_sub(now).max(SECOND / 1000));
-                        // A client that leaves while waiting is not worth a key.
-                        self.unless_client_leaves(monoio::time::sleep(nap))
-                            .await
-                            .map_err(Unserved::Failed)?;
-                    }
-                    at => return Err(Unserved::Exhausted(at)),
-                },
+                Err(exhausted) => exhausted,
+            };
+            let Some(at) = exhausted
+                .ready_at
+                .filter(|&at| !wait.is_zero() && at <= give_up)
+            else {
+                return Err(Unserved::Exhausted(exhausted.ready_at));
+            };
+            if turn.is_none() {
+                turn = pool.wait_turn();
+                if turn.is_none() {
+                    return Err(Unserved::Exhausted(Some(at)));
+                }
             }
+            let nap = Duration::from_nanos(at.saturating_sub(now).max(SECOND / 1000));
+            // A client that leaves while waiting is not worth a key.
+            self.unless_client_leaves(monoio::time::sleep(nap))
+                .await
+                .map_err(Unserved::Failed)?;
         }
     }
 
-    /// Reads a refused response's body when it is small, putting its connection back in the
-    /// pool; otherwise drops the connection. Returns the body when it was read.
-    async fn take_refusal(&mut self, upstream: &Upstream, sent: Sent) -> Option<BytesMut> {
+    /// Reads a refused response's body when it is small and arrives within
+    /// [`REFUSAL_READ_TIME`], putting its connection back in the pool; otherwise drops the
+    /// connection. Returns the body when it was read; fails only when the client left.
+    async fn take_refusal(
+        &mut self,
+        upstream: &Upstream,
+        sent: Sent,
+    ) -> Result<Option<BytesMut>, Unserved> {
         let Sent {
             mut conn,
             endpoint,
@@ -242,16 +289,26 @@ impl ClientConn {
         let length = match head.framing {
             Framing::Empty => 0,
             Framing::Length(length) if length <= REFUSAL_BODY_BYTES => length as usize,
-            _ => return None,
+            _ => return Ok(None),
         };
         conn.buf.advance(head.head_len);
-        let deadline = Instant::now() + self.shard.limits.idle_timeout;
-        while conn.buf.len() < length {
-            let wanted = length - conn.buf.len();
-            match io::read_into(&mut conn.stream, &mut conn.buf, wanted, deadline).await {
-                Ok(ReadOutcome::Data) => {}
-                _ => return None,
+        let deadline = Instant::now() + REFUSAL_READ_TIME;
+        let read = async {
+            while conn.buf.len() < length {
+                let wanted = length - conn.buf.len();
+                match io::read_into(&mut conn.stream, &mut conn.buf, wanted, deadline).await {
+                    Ok(ReadOutcome::Data) => {}
+                    _ => return false,
+                }
             }
+            true
+        };
+        let complete = self
+            .unless_client_leaves(read)
+            .await
+            .map_err(Unserved::Failed)?;
+        if !complete {
+            return Ok(None);
         }
         let body = conn.buf.split_to(length);
         if head.keep_alive && conn.buf.is_empty() {
@@ -262,6 +319,6 @@ impl ClientConn {
                 .borrow_mut()
                 .put(conn, Instant::now());
         }
-        Some(body)
+        Ok(Some(body))
     }
 }

@@ -27,7 +27,9 @@
 //! last said is left (`remaining` with its reset) is honoured too: a key with no requests
 //! left, or fewer tokens left than a request may use, waits for the reset.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -42,6 +44,9 @@ const MINUTE: u64 = 60 * SECOND;
 /// How long a key that came back from a cooldown and is probing (one request in flight
 /// until one succeeds) is counted as unavailable, when computing the soonest ready time.
 const PROBE_WAIT: u64 = SECOND;
+
+/// The longest cooldown a restored state may hold: a day, as for any stated wait.
+const MAX_COOLDOWN: u64 = 86_400 * SECOND;
 
 /// How many times a pick is retried when another shard took the chosen key's last capacity
 /// between the look and the take.
@@ -123,6 +128,19 @@ pub struct KeyPool {
     version: AtomicU64,
     /// State of the jitter generator.
     seed: AtomicU64,
+    /// Requests waiting for a key to come back (`key_wait`).
+    waiting: AtomicUsize,
+}
+
+/// A request's place among those waiting for a key; given back when dropped.
+pub struct WaitTurn<'a> {
+    pool: &'a KeyPool,
+}
+
+impl Drop for WaitTurn<'_> {
+    fn drop(&mut self) {
+        self.pool.waiting.fetch_sub(1, Relaxed);
+    }
 }
 
 /// One provider key and its state.
@@ -240,6 +258,7 @@ impl KeyPool {
             cooldown_max: nanos(upstream.cooldown_max),
             version: AtomicU64::new(0),
             seed: AtomicU64::new(u64::from_le_bytes(seed) | 1),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -257,11 +276,18 @@ impl KeyPool {
         })
     }
 
-    /// Chooses a key for a request that may use `tokens` tokens, and charges it to the
-    /// key's pacing; or says when the soonest key will be able to take it.
-    pub fn acquire(&self, picker: &Picker, now: u64, tokens: u64) -> Result<Lease<'_>, Exhausted> {
+    /// Chooses a key for a request that may use `tokens` tokens, other than those in
+    /// `avoid` (keys this request was already refused with), and charges it to the key's
+    /// pacing; or says when the soonest key will be able to take it.
+    pub fn acquire(
+        &self,
+        picker: &Picker,
+        now: u64,
+        tokens: u64,
+        avoid: &[usize],
+    ) -> Result<Lease<'_>, Exhausted> {
         for _ in 0..PICK_RACES {
-            let index = self.choose(picker, now, tokens)?;
+            let index = self.choose(picker, now, tokens, avoid)?;
             if self.take(index, now, tokens) {
                 let state = &self.keys[index].state;
                 state.in_flight.fetch_add(1, Relaxed);
@@ -275,18 +301,26 @@ impl KeyPool {
         }
         // Other shards keep taking what this one sees as free; what is left is their share.
         Err(Exhausted {
-            ready_at: self.soonest(now, tokens),
+            ready_at: self.soonest(now, tokens, avoid),
         })
     }
 
     /// The ready key the strategy prefers, or when the soonest will be ready.
-    fn choose(&self, picker: &Picker, now: u64, tokens: u64) -> Result<usize, Exhausted> {
+    fn choose(
+        &self,
+        picker: &Picker,
+        now: u64,
+        tokens: u64,
+        avoid: &[usize],
+    ) -> Result<usize, Exhausted> {
         let count = self.keys.len();
         let start = picker.cursor.get();
         picker.cursor.set(start.wrapping_add(1));
         let ready = |index: usize| {
-            self.ready_at(index, now, tokens)
-                .is_some_and(|at| at <= now)
+            !avoid.contains(&index)
+                && self
+                    .ready_at(index, now, tokens)
+                    .is_some_and(|at| at <= now)
         };
 
         let chosen = match self.strategy {
@@ -340,7 +374,7 @@ impl KeyPool {
             }
         };
         chosen.ok_or(Exhausted {
-            ready_at: self.soonest(now, tokens),
+            ready_at: self.soonest(now, tokens, avoid),
         })
     }
 
@@ -371,8 +405,9 @@ impl KeyPool {
     }
 
     /// The soonest any key can take a request of `tokens` tokens.
-    fn soonest(&self, now: u64, tokens: u64) -> Option<u64> {
+    fn soonest(&self, now: u64, tokens: u64, avoid: &[usize]) -> Option<u64> {
         (0..self.keys.len())
+            .filter(|index| !avoid.contains(index))
             .filter_map(|index| self.ready_at(index, now, tokens))
             .min()
             .map(|at| at.max(now))
@@ -463,6 +498,22 @@ impl KeyPool {
         was
     }
 
+    /// Disables a key the provider refused (`status`, 401 or 403) once that refusal is known
+    /// to be about the key: another key was accepted for the same request.
+    pub fn confirm_refused(&self, index: usize, status: u16) {
+        self.keys[index].state.disabled.store(status, Relaxed);
+        self.version.fetch_add(1, Relaxed);
+    }
+
+    /// A place among the requests waiting for a key, while fewer wait than there are keys:
+    /// when the soonest key comes back it serves one of them, so a longer queue would only
+    /// hold clients until they get the same 429 later.
+    pub fn wait_turn(&self) -> Option<WaitTurn<'_>> {
+        let waiting = self.waiting.fetch_add(1, Relaxed);
+        let turn = WaitTurn { pool: self };
+        (waiting < self.keys.len()).then_some(turn)
+    }
+
     /// Takes a key out of use by the operator's hand ([`DISABLED_BY_OPERATOR`]) until it is
     /// enabled again. Returns whether it was in use.
     pub fn disable(&self, index: usize) -> bool {
@@ -497,9 +548,11 @@ impl KeyPool {
     }
 
     /// Takes back persisted states: a record applies to the key with its id and the same
-    /// secret. Cooldowns already over are ignored. Returns how many keys were restored.
-    pub fn restore(&self, records: &[KeyRecord], now: u64) -> usize {
-        let mut restored = 0;
+    /// secret. Cooldowns already over are ignored, and none lasts more than a day from `now`
+    /// (no provider asks for longer); a disabling status other than 401, 403 or the
+    /// operator's is ignored. Returns the ids of the keys restored disabled.
+    pub fn restore(&self, records: &[KeyRecord], now: u64) -> Vec<&str> {
+        let mut disabled = Vec::new();
         for record in records {
             let Some(key) = self
                 .keys
@@ -509,18 +562,19 @@ impl KeyPool {
                 continue;
             };
             let state = &key.state;
-            if record.disabled != 0 {
+            if matches!(record.disabled, DISABLED_BY_OPERATOR | 401 | 403) {
                 state.disabled.store(record.disabled, Relaxed);
+                disabled.push(&*key.id);
             }
             if record.cool_until > now {
-                state.cool_until.store(record.cool_until, Relaxed);
+                let until = record.cool_until.min(now.saturating_add(MAX_COOLDOWN));
+                state.cool_until.store(until, Relaxed);
                 state.probing.store(true, Relaxed);
-                key.hold_back_until(record.cool_until);
+                key.hold_back_until(until);
             }
-            state.strikes.store(record.strikes, Relaxed);
-            restored += 1;
+            state.strikes.store(record.strikes.min(32), Relaxed);
         }
-        restored
+        disabled
     }
 
     /// The next jitter factor, uniform in [0.5, 1).
@@ -567,7 +621,7 @@ impl PoolKey {
     /// no burst at the moment it comes back.
     fn hold_back_until(&self, until: u64) {
         if let Some(rpm) = self.rpm_limit() {
-            let tat = until + MINUTE - interval(1, rpm);
+            let tat = until.saturating_add(MINUTE - interval(1, rpm));
             self.state.request_tat.fetch_max(tat, Relaxed);
         }
     }
@@ -623,10 +677,8 @@ impl<'a> Lease<'a> {
                 None
             }
             Verdict::Throttled => Some(self.cool(learned, now)),
-            Verdict::Refused(status) => {
+            Verdict::Refused(_) => {
                 state.refused.fetch_add(1, Relaxed);
-                state.disabled.store(status, Relaxed);
-                pool.version.fetch_add(1, Relaxed);
                 None
             }
         }
@@ -640,6 +692,7 @@ impl<'a> Lease<'a> {
         let state = &key.state;
         state.throttled.fetch_add(1, Relaxed);
         let strikes = state.strikes.load(Relaxed);
+        // "Wait zero" says nothing about how long the key needs: back off as if unsaid.
         let stated = learned.retry_after.map(nanos).or_else(|| {
             let exhausted = |window: Option<Window>| {
                 window
@@ -649,6 +702,7 @@ impl<'a> Lease<'a> {
             };
             exhausted(learned.requests).max(exhausted(learned.tokens))
         });
+        let stated = stated.filter(|&rest| rest > 0);
         let rest = match stated {
             Some(rest) => {
                 state.strikes.store(0, Relaxed);
@@ -804,7 +858,8 @@ mod tests {
     }
 
     fn pick(pool: &KeyPool, picker: &Picker, now: u64, tokens: u64) -> Result<usize, Exhausted> {
-        pool.acquire(picker, now, tokens).map(|lease| lease.index())
+        pool.acquire(picker, now, tokens, &[])
+            .map(|lease| lease.index())
     }
 
     fn retry_after(secs: u64) -> Learned {
@@ -836,11 +891,11 @@ mod tests {
     fn least_loaded_takes_the_key_with_fewest_in_flight_per_weight() {
         let pool = pool_with("strategy = \"least_loaded\"", &["", "weight = 2"]);
         let picker = Picker::new(&pool);
-        let first = pool.acquire(&picker, NOW, 0).unwrap();
-        let second = pool.acquire(&picker, NOW, 0).unwrap();
+        let first = pool.acquire(&picker, NOW, 0, &[]).unwrap();
+        let second = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         assert_ne!(first.index(), second.index());
         // k0 has 1 in flight at weight 1, k1 has 1 at weight 2: k1 is less loaded.
-        let third = pool.acquire(&picker, NOW, 0).unwrap();
+        let third = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         assert_eq!(third.index(), 1);
         drop((first, second, third));
         assert!(pool
@@ -883,7 +938,7 @@ mod tests {
     fn tokens_per_minute_pace_a_key_and_settle_to_usage() {
         let pool = pool(&["tpm = 1000"]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 600).unwrap();
+        let lease = pool.acquire(&picker, NOW, 600, &[]).unwrap();
         let refused = pick(&pool, &picker, NOW, 600).unwrap_err();
         // 200 more tokens must refill: 200 * 60 s / 1000 = 12 s.
         assert_eq!(refused.ready_at, Some(NOW + 12 * SECOND));
@@ -908,7 +963,7 @@ mod tests {
     fn a_throttled_key_rests_as_long_as_told_and_others_take_over() {
         let pool = pool(&["", ""]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         let cooled = lease.index();
         assert_eq!(
             lease.report(429, &retry_after(5), NOW),
@@ -930,7 +985,7 @@ mod tests {
         let later = NOW + 5 * SECOND;
         assert_eq!(pool.status(cooled, later), KeyStatus::Ready);
         let probe = loop {
-            let lease = pool.acquire(&picker, later, 0).unwrap();
+            let lease = pool.acquire(&picker, later, 0, &[]).unwrap();
             if lease.index() == cooled {
                 break lease;
             }
@@ -942,10 +997,34 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_of_zero_backs_off_as_if_unsaid() {
+        let pool = pool_with("cooldown_initial = \"1s\"", &[""]);
+        let picker = Picker::new(&pool);
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
+        let first = lease.report(429, &retry_after(0), NOW).unwrap();
+        let second = lease.report(429, &retry_after(0), NOW).unwrap();
+        assert!(first >= Duration::from_millis(500), "{first:?}");
+        assert!(second >= Duration::from_secs(1), "{second:?}");
+    }
+
+    #[test]
+    fn waiting_for_a_key_is_for_as_many_requests_as_keys() {
+        let pool = pool(&["", ""]);
+        let first = pool.wait_turn().expect("a turn");
+        let second = pool.wait_turn().expect("a turn");
+        assert!(pool.wait_turn().is_none());
+        drop(first);
+        let third = pool.wait_turn();
+        assert!(third.is_some());
+        drop((second, third));
+        assert_eq!(pool.waiting.load(Relaxed), 0);
+    }
+
+    #[test]
     fn a_longer_cooldown_is_not_shortened() {
         let pool = pool(&[""]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         lease.report(429, &retry_after(10), NOW);
         assert_eq!(
             lease.report(429, &retry_after(2), NOW + SECOND),
@@ -960,7 +1039,7 @@ mod tests {
     fn without_a_stated_wait_cooldowns_double_with_jitter_up_to_the_cap() {
         let pool = pool_with("cooldown_initial = \"1s\"\ncooldown_max = \"8s\"", &[""]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         let mut now = NOW;
         for full in [1u64, 2, 4, 8, 8, 8] {
             let rest = lease.report(429, &Learned::default(), now).unwrap();
@@ -981,7 +1060,7 @@ mod tests {
     fn an_exhausted_window_names_the_cooldown_when_no_retry_after_does() {
         let pool = pool(&[""]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         let learned = Learned {
             requests: Some(Window {
                 limit: Some(60),
@@ -1013,7 +1092,7 @@ mod tests {
     fn announced_limits_and_usage_pace_a_key() {
         let pool = pool(&[""]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         // 60 requests a minute, none left; 10,000 tokens a minute, 500 left.
         let learned = Learned {
             requests: window(Some(60), 0, 60),
@@ -1045,7 +1124,7 @@ mod tests {
         for _ in 0..60 {
             assert!(pick(&pool, &picker, NOW, 0).is_ok());
         }
-        let lease = pool.acquire(&picker, NOW + SECOND, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW + SECOND, 0, &[]).unwrap();
         // The provider has not counted most of them yet: the gateway's count stands.
         let learned = Learned {
             requests: window(Some(60), 50, 10),
@@ -1063,7 +1142,7 @@ mod tests {
     fn without_a_limit_announced_what_is_left_holds_a_key_until_its_reset() {
         let pool = pool(&[""]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         let learned = Learned {
             requests: window(None, 1, 3),
             tokens: window(None, 500, 6),
@@ -1086,12 +1165,14 @@ mod tests {
     }
 
     #[test]
-    fn refused_keys_are_disabled_until_enabled() {
+    fn refused_keys_are_disabled_once_confirmed_until_enabled() {
         let pool = pool(&["", ""]);
         let picker = Picker::new(&pool);
+        // A refusal alone is counted, not acted on: it may be about the request.
         for status in [401, 403] {
-            let lease = pool.acquire(&picker, NOW, 0).unwrap();
+            let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
             assert_eq!(lease.report(status, &Learned::default(), NOW), None);
+            pool.confirm_refused(lease.index(), status);
         }
         let statuses = [pool.status(0, NOW), pool.status(1, NOW)];
         assert!(statuses.contains(&KeyStatus::Disabled(401)));
@@ -1124,7 +1205,7 @@ mod tests {
         let picker = Picker::new(&pool);
         let rests = [30, 4, 12];
         for _ in 0..3 {
-            let lease = pool.acquire(&picker, NOW, 0).unwrap();
+            let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
             lease.report(429, &retry_after(rests[lease.index()]), NOW);
         }
         assert_eq!(
@@ -1145,11 +1226,11 @@ mod tests {
     fn a_key_back_from_cooling_starts_without_a_burst() {
         let pool = pool(&["rpm = 60"]);
         let picker = Picker::new(&pool);
-        let lease = pool.acquire(&picker, NOW, 0).unwrap();
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
         lease.report(429, &retry_after(10), NOW);
         drop(lease);
         let back = NOW + 10 * SECOND;
-        let probe = pool.acquire(&picker, back, 0).unwrap();
+        let probe = pool.acquire(&picker, back, 0, &[]).unwrap();
         probe.report(200, &Learned::default(), back);
         drop(probe);
         // Room for one a second from then on, not sixty at once.
@@ -1163,22 +1244,20 @@ mod tests {
     fn states_survive_through_records_for_the_same_secret_only() {
         let pool_a = pool(&["", "", ""]);
         let picker = Picker::new(&pool_a);
-        while pool_a.status(0, NOW) == KeyStatus::Ready || pool_a.status(1, NOW) == KeyStatus::Ready
-        {
-            let lease = pool_a.acquire(&picker, NOW, 0).unwrap();
-            match lease.index() {
-                0 => lease.report(429, &retry_after(60), NOW),
-                1 => lease.report(401, &Learned::default(), NOW),
-                _ => None,
-            };
+        while pool_a.status(0, NOW) == KeyStatus::Ready {
+            let lease = pool_a.acquire(&picker, NOW, 0, &[]).unwrap();
+            if lease.index() == 0 {
+                lease.report(429, &retry_after(60), NOW);
+            }
         }
+        pool_a.confirm_refused(1, 401);
         let records = pool_a.records();
         assert!(records.iter().all(|r| r.fingerprint.len() == 16));
         let json = serde_json::to_string(&records).unwrap();
         assert!(!json.contains("sk-"), "a secret was persisted: {json}");
 
         let pool_b = pool(&["", "", ""]);
-        assert_eq!(pool_b.restore(&records, NOW + SECOND), 3);
+        assert_eq!(pool_b.restore(&records, NOW + SECOND), vec!["k1"]);
         assert_eq!(
             pool_b.status(0, NOW + SECOND),
             KeyStatus::Cooling(NOW + 60 * SECOND)
@@ -1193,8 +1272,22 @@ mod tests {
         let mut changed = records.clone();
         changed[1].fingerprint = "0000000000000000".into();
         let pool_d = pool(&["", "", ""]);
-        assert_eq!(pool_d.restore(&changed, NOW), 2);
+        assert!(pool_d.restore(&changed, NOW).is_empty());
         assert_eq!(pool_d.status(1, NOW), KeyStatus::Ready);
+        assert_eq!(pool_d.status(0, NOW), KeyStatus::Cooling(NOW + 60 * SECOND));
+
+        // A hand-edited file cannot rest a key for more than a day, nor disable it with a
+        // status that never disables.
+        let mut absurd = records.clone();
+        absurd[0].cool_until = u64::MAX;
+        absurd[2].disabled = 200;
+        let pool_e = pool(&["rpm = 60", "", ""]);
+        assert!(pool_e.restore(&absurd, NOW).contains(&"k1"));
+        assert_eq!(
+            pool_e.status(0, NOW),
+            KeyStatus::Cooling(NOW + MAX_COOLDOWN)
+        );
+        assert_eq!(pool_e.status(2, NOW), KeyStatus::Ready);
     }
 
     #[test]
@@ -1207,7 +1300,7 @@ mod tests {
             );
             let config = Config::parse(&text, Path::new("t.toml"), Path::new("/")).unwrap();
             let pool = KeyPool::new(&config.upstreams[0]).unwrap();
-            let lease = pool.acquire(&Picker::new(&pool), NOW, 0).unwrap();
+            let lease = pool.acquire(&Picker::new(&pool), NOW, 0, &[]).unwrap();
             let (name, value) = lease.header();
             format!(
                 "{}: {}",

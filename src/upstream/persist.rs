@@ -58,8 +58,10 @@ pub fn restore(dir: &Path, pools: &[Arc<KeyPool>], now: u64) {
     };
     for pool in pools {
         if let Some(records) = states.upstreams.get(&*pool.upstream) {
-            let restored = pool.restore(records, now);
-            tracing::debug!(upstream = %pool.upstream, restored, "provider key states restored");
+            for key in pool.restore(records, now) {
+                tracing::warn!(upstream = %pool.upstream, key,
+                    "provider key restored disabled; enable it through the admin API");
+            }
         }
     }
 }
