@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds keygate, starts the mock provider and the gateway on examples/quickstart.toml, sends
 # one request that succeeds and then a burst that the client key's rate ("2/s", burst 2)
-# refuses with 429 and the wait it names, and stops both.
+# refuses with 429 and the wait it names; then uses up the two provider keys (3 requests a
+# minute each at the mock) with a key of no limit of its own, until keygate answers 429
+# keys_temporarily_exhausted with the wait until a provider key is back; and stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,7 @@ cargo build --release --workspace --quiet
 bin=target/release
 gateway=http://127.0.0.1:8080
 key="Authorization: Bearer kg-acme-dev-0001"
+batch_key="Authorization: Bearer kg-acme-batch-0001"
 
 for port in 8080 9001; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -18,7 +21,8 @@ for port in 8080 9001; do
 done
 
 logs=$(mktemp -d)
-"$bin/loadtest" mock --listen 127.0.0.1:9001 2>"$logs/mock.log" &
+"$bin/loadtest" mock --listen 127.0.0.1:9001 --key sk-mock-1:rpm=3 --key sk-mock-2:rpm=3 \
+    2>"$logs/mock.log" &
 mock=$!
 "$bin/keygate" run --config examples/quickstart.toml 2>"$logs/keygate.log" &
 keygate=$!
@@ -30,7 +34,8 @@ for _ in $(seq 100); do
 done
 
 body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
-echo "== a chat completion through keygate (succeeds):"
+echo "== a chat completion through keygate (succeeds; x-mock-saw-authorization is the mock"
+echo "   echoing the provider key keygate sent in place of the client key):"
 curl -sS -i "$gateway/v1/chat/completions" -H "$key" -H 'Content-Type: application/json' -d "$body"
 echo
 echo
@@ -44,4 +49,19 @@ for i in 1 2 3; do
 done
 echo "== and without a key: 401"
 curl -sS "$gateway/v1/models"
+echo
+echo
+echo "== a batch key with no limit of its own: the mock allows each provider key 3 requests a"
+echo "   minute, and keygate paces them by what the mock announces, so the requests left"
+echo "   succeed and the next is refused by keygate itself, before the mock has to:"
+for i in $(seq 8); do
+    out=$(curl -sS -D - "$gateway/v1/chat/completions" -H "$batch_key" \
+        -H 'Content-Type: application/json' -d "$body")
+    status=$(printf '%s' "$out" | head -n1)
+    echo "$status"
+    if printf '%s' "$status" | grep -q ' 429'; then
+        printf '%s\n' "$out" | grep -iE '^(retry-after|\{)' || true
+        break
+    fi
+done
 echo

@@ -6,14 +6,21 @@
 //! - [`http`]: sans-IO HTTP/1.1 (RFC 9112): head parsing, body framing, encoding.
 //! - [`shard`]: thread-per-core start-up, pinning, io_uring runtimes, listeners, drain.
 //! - [`net`]: upstream connections and the per-shard keep-alive pools.
-//! - [`upstream`]: upstream groups on a shard: endpoint choice and health.
+//! - [`upstream`]: upstream groups on a shard: endpoint choice and health; provider key
+//!   pools shared by all shards, what responses say about a key, key states on disk.
+//! - [`admin`]: the admin listener: health, readiness, metrics, the admin API.
 //! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
 //! - [`quota`]: rate, calendar quotas, concurrency and token budgets; their journal.
 //! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
 //!   stream back.
 //! - [`ai`]: sans-IO provider wire formats: request facts and response token usage.
+//! - [`accesslog`]: the access log: a JSON line per exchange, batched per shard, written
+//!   and rotated by its own thread.
+//! - [`report`]: `keygate report`: totals, latency and quota forecasts from access logs.
 #![deny(unsafe_code)]
 
+pub mod accesslog;
+pub mod admin;
 pub mod ai;
 pub mod config;
 pub mod http;
@@ -21,5 +28,6 @@ pub mod keys;
 pub mod net;
 pub mod proxy;
 pub mod quota;
+pub mod report;
 pub mod shard;
 pub mod upstream;

@@ -1,12 +1,16 @@
-//! The `keygate` command: run the gateway, check a config, make a client key.
+//! The `keygate` command: run the gateway, check a config, make a client key, summarize
+//! access logs.
 #![deny(unsafe_code)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use keygate::admin::{Admin, AdminState};
 use keygate::config::Config;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -36,6 +40,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Summarize access logs: totals per tenant, key and route, error and 429 rates,
+    /// latency percentiles and, with --config, when each key's calendar quotas run out.
+    /// Exit 0, 1 if a file cannot be read, 2 if the config is invalid.
+    Report {
+        /// Access log files, rotated ones included, in any order.
+        #[arg(long, required = true, num_args = 1..)]
+        log: Vec<PathBuf>,
+        /// The gateway's config: adds a quota forecast for every client key with a calendar
+        /// quota.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Client key tools.
     Key {
         #[command(subcommand)]
@@ -54,6 +73,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Report { log, config, json } => report(&log, config.as_deref(), json),
         Command::Key {
             command: KeyCommand::New,
         } => match new_key() {
@@ -87,6 +107,45 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+fn report(logs: &[PathBuf], config: Option<&Path>, json: bool) -> ExitCode {
+    let config = match config.map(Config::load).transpose() {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    match write_report(logs, config.as_ref(), json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keygate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_report(logs: &[PathBuf], config: Option<&Config>, json: bool) -> anyhow::Result<()> {
+    let mut report = keygate::report::Report::new(config);
+    for path in logs {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        report
+            .read(std::io::BufReader::new(file))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+
+    let summary = report.summary();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        keygate::report::write_table(&summary, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// A client key is `kg-` and 32 random bytes in hex (256 bits from the OS's generator).
 fn new_key() -> anyhow::Result<()> {
     let mut random = [0u8; 32];
@@ -110,7 +169,14 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
 
+    let admin_listen = config.gateway.admin_listen;
+    let admin_token = admin_token(config.gateway.admin_token_env.as_deref());
     let gateway = keygate::shard::start(config).context("cannot start")?;
+    let admin_state = Arc::new(AdminState {
+        pools: gateway.pools.clone(),
+        token: admin_token,
+        draining: AtomicBool::new(false),
+    });
     release_free_memory();
     tracing::info!(
         addr = %gateway.local_addr,
@@ -119,12 +185,22 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "listening on {}",
         gateway.local_addr
     );
+    let admin = match admin_listen {
+        Some(addr) => {
+            let admin = Admin::start(addr, Arc::clone(&admin_state))
+                .with_context(|| format!("cannot listen on admin_listen {addr}"))?;
+            tracing::info!(addr = %admin.local_addr, "admin API on {}", admin.local_addr);
+            Some(admin)
+        }
+        None => None,
+    };
 
     for signal in signals.forever() {
         match signal {
             SIGHUP => tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored"),
             _ => {
                 tracing::info!(signal, "draining");
+                admin_state.draining.store(true, Ordering::Relaxed);
                 gateway.shutdown();
                 break;
             }
@@ -141,6 +217,9 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     });
     gateway.join();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -155,23 +234,31 @@ fn release_free_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// The admin token from the environment variable `env` names. Without one, `/admin/*` is
+/// off (health, readiness and metrics are still served).
+fn admin_token(env: Option<&str>) -> Option<Box<[u8]>> {
+    let env = env?;
+    match std::env::var(env) {
+        Ok(token) if !token.trim().is_empty() => Some(token.trim().as_bytes().into()),
+        _ => {
+            tracing::warn!(
+                variable = env,
+                "the admin token variable is unset or empty; /admin/* is off"
+            );
+            None
+        }
+    }
+}
+
 /// Warns about settings this version accepts but does not act on yet, so nobody relies on
 /// them unknowingly.
 fn warn_unserved(config: &Config) {
-    if let Some(addr) = config.gateway.admin_listen {
-        tracing::warn!(%addr, "admin_listen is not served by this version; ignored");
+    if config.gateway.admin_listen.is_some() && config.gateway.admin_token_env.is_none() {
+        tracing::warn!("admin_listen without admin_token_env: /admin/* is off");
     }
     if let Some(path) = &config.gateway.access_log {
         let path = path.display();
         tracing::warn!(%path, "access_log is not written by this version; ignored");
-    }
-    for upstream in config
-        .upstreams
-        .iter()
-        .filter(|upstream| !upstream.keys.is_empty())
-    {
-        tracing::warn!(upstream = %upstream.name,
-            "provider keys ([[upstream.key]]) are not sent upstream by this version; ignored");
     }
 }
 

@@ -11,9 +11,13 @@ use std::time::Duration;
 use super::raw::{IntOrText, RawGateway, Text};
 use super::tuning::{Tuning, TUNING_FILE_LIMIT};
 use super::validate::{
-    duration, duration_in, duration_or_zero, int, read_limited, relative_to, Ctx,
+    byte_size, duration, duration_in, duration_or_zero, int, read_limited, relative_to, Ctx,
 };
-use super::value;
+
+/// Default `access_log_max_bytes`: 100 MiB.
+const DEFAULT_ACCESS_LOG_BYTES: u64 = 100 << 20;
+/// The smallest nonzero `access_log_max_bytes`: 64 KiB, one shard batch.
+const MIN_ACCESS_LOG_BYTES: u64 = 64 << 10;
 
 /// `[gateway]`: how the gateway listens and what it accepts from clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +38,12 @@ pub struct Gateway {
     /// Access log file, relative to the config file's directory (already joined here).
     /// Default: none (no access log).
     pub access_log: Option<PathBuf>,
+    /// Size in bytes past which the access log is rotated to `PATH.1`; 0 never rotates (for
+    /// logrotate with SIGUSR1). Default 100 MiB; otherwise at least 64 KiB.
+    pub access_log_max_bytes: u64,
+    /// Rotated access log files kept, `PATH.1` (newest) to `PATH.N`. Default 5, range
+    /// 1..=1000.
+    pub access_log_keep: u32,
     /// The tuning file that was loaded into [`Config::tuning`](super::Config::tuning), if one
     /// was named.
     pub tuning_file: Option<PathBuf>,
@@ -104,19 +114,7 @@ pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tunin
         },
     };
 
-    let max_body_bytes = match raw.max_body_bytes.as_ref() {
-        None => 10 << 20,
-        Some(v) => {
-            let parsed = match v.get_ref() {
-                IntOrText::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".into()),
-                IntOrText::Text(text) => value::parse_byte_size(text).map_err(|e| e.to_string()),
-            };
-            parsed.unwrap_or_else(|msg: String| {
-                cx.problems.at(v.span(), format!("max_body_bytes: {msg}"));
-                0
-            })
-        }
-    };
+    let max_body_bytes = byte_size(&raw.max_body_bytes, "max_body_bytes", 10 << 20, cx);
 
     let tuning_file = raw.tuning.as_ref().and_then(|v| path(v, "tuning", cx));
     let tuning = match (&tuning_file, &raw.tuning) {
@@ -137,6 +135,8 @@ pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tunin
             .access_log
             .as_ref()
             .and_then(|v| path(v, "access_log", cx)),
+        access_log_max_bytes: access_log_max_bytes(raw, cx),
+        access_log_keep: int(&raw.access_log_keep, "access_log_keep", 1..=1000, 5, cx),
         tuning_file,
         max_header_bytes: int(
             &raw.max_header_bytes,
@@ -172,6 +172,19 @@ pub(crate) fn gateway(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> (Gateway, Tunin
         ),
     };
     (gateway, tuning)
+}
+
+/// `access_log_max_bytes`: 0, or at least [`MIN_ACCESS_LOG_BYTES`].
+fn access_log_max_bytes(raw: &RawGateway, cx: &mut Ctx<'_, '_>) -> u64 {
+    let key = "access_log_max_bytes";
+    let bytes = byte_size(&raw.access_log_max_bytes, key, DEFAULT_ACCESS_LOG_BYTES, cx);
+    if let (1..MIN_ACCESS_LOG_BYTES, Some(v)) = (bytes, &raw.access_log_max_bytes) {
+        // Smaller files would be rotated on nearly every batch a shard hands over.
+        let msg = format!("{key} must be 0 (never rotate) or at least 64KiB, not {bytes}");
+        cx.problems.at(v.span(), msg);
+        return DEFAULT_ACCESS_LOG_BYTES;
+    }
+    bytes
 }
 
 /// Reads and validates the tuning file; an unreadable file is a problem at `written`.
@@ -231,6 +244,26 @@ mod tests {
             read("persist_interval = \"1m\"\n").0,
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn access_log_rotation_settings() {
+        let read = |extra: &str| {
+            let config = parse(&format!("{GATEWAY}{extra}")).unwrap_or_else(|e| panic!("{e}"));
+            let gw = config.gateway;
+            (gw.access_log_max_bytes, gw.access_log_keep)
+        };
+        assert_eq!(read(""), (100 << 20, 5));
+        assert_eq!(
+            read(
+                "access_log_max_bytes = 0
+access_log_keep = 1
+"
+            ),
+            (0, 1)
+        );
+        let edges = "access_log_max_bytes = \"64KiB\"\naccess_log_keep = 1000\n";
+        assert_eq!(read(edges), (65_536, 1000));
     }
 
     #[test]
@@ -295,6 +328,19 @@ mod tests {
             (
                 format!("{GATEWAY}default_max_tokens = \"4k\"\n"),
                 "c.toml:3:22: invalid type: string \"4k\", expected i64",
+            ),
+            (
+                format!("{GATEWAY}access_log_max_bytes = 65535\n"),
+                "c.toml:3:24: access_log_max_bytes must be 0 (never rotate) or at least 64KiB, \
+                 not 65535",
+            ),
+            (
+                format!("{GATEWAY}access_log_max_bytes = -1\n"),
+                "c.toml:3:24: access_log_max_bytes: must not be negative",
+            ),
+            (
+                format!("{GATEWAY}access_log_keep = 0\n"),
+                "c.toml:3:19: access_log_keep must be from 1 to 1000, not 0",
             ),
             (
                 format!("{GATEWAY}tuning = \"missing.toml\"\n"),

@@ -31,7 +31,7 @@ pub use gateway::{Gateway, Workers};
 pub use limits::{Limits, Quota, RateLimit};
 pub use secret::{KeySecretHash, Secret};
 pub use tuning::{DriverChoice, Tuning};
-pub use upstream::{Provider, ProviderKeyConfig, Upstream};
+pub use upstream::{Provider, ProviderKeyConfig, Strategy, Upstream};
 pub use value::{parse_byte_size, parse_duration, parse_rate, Rate, ValueError};
 
 /// Largest config file read, in bytes: room for a few million client keys.

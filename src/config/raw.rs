@@ -44,6 +44,8 @@ pub(crate) struct RawGateway {
     pub workers: Option<Spanned<IntOrText>>,
     pub state_dir: Option<Text>,
     pub access_log: Option<Text>,
+    pub access_log_max_bytes: Option<Spanned<IntOrText>>,
+    pub access_log_keep: Option<Int>,
     pub tuning: Option<Text>,
     pub max_header_bytes: Option<Int>,
     pub max_body_bytes: Option<Spanned<IntOrText>>,
@@ -69,6 +71,14 @@ pub(crate) struct RawUpstream {
     pub eject_after: Option<Int>,
     pub eject_for: Option<Text>,
     pub key_header: Option<Text>,
+    pub strategy: Option<Text>,
+    pub retry_attempts: Option<Int>,
+    pub retry_budget_percent: Option<Int>,
+    pub retry_body_max: Option<Spanned<IntOrText>>,
+    pub key_wait: Option<Text>,
+    pub cooldown_initial: Option<Text>,
+    pub cooldown_max: Option<Text>,
+    pub fallbacks: Option<TextList>,
     #[serde(default)]
     pub key: Vec<Spanned<RawProviderKey>>,
 }

@@ -100,6 +100,8 @@ admin_token_env = "KEYGATE_ADMIN_TOKEN"
 workers = 8
 state_dir = "./var/state"
 access_log = "logs/access.log"
+access_log_max_bytes = "1GiB"
+access_log_keep = 10
 tuning = "tuning.toml"
 max_header_bytes = 32768
 max_body_bytes = "1MiB"
@@ -188,6 +190,7 @@ secret = "kg-inline"
     assert_eq!(gw.workers, Workers::Count(8));
     assert_eq!(gw.state_dir, dir.0.join("var/state"));
     assert_eq!(gw.access_log, Some(dir.0.join("logs/access.log")));
+    assert_eq!((gw.access_log_max_bytes, gw.access_log_keep), (1 << 30, 10));
     assert_eq!(gw.tuning_file, Some(dir.0.join("tuning.toml")));
     assert_eq!(gw.max_header_bytes, 32768);
     assert_eq!(gw.max_body_bytes, 1 << 20);

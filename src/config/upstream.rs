@@ -9,9 +9,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::endpoint::{self, Endpoint};
-use super::raw::{RawProviderKey, RawUpstream, Text};
+use super::raw::{IntOrText, RawProviderKey, RawUpstream, Text};
 use super::secret::{self, Secret, SecretForm};
-use super::validate::{check_name, duration, int, opt_int, Ctx, Seen};
+use super::validate::{byte_size, check_name, duration, duration_in, int, opt_int, Ctx, Seen};
 
 /// `[[upstream]]`: a provider and the endpoints and keys used to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +38,62 @@ pub struct Upstream {
     /// Default `authorization` for `http`; always `None` for the other providers, whose
     /// header is fixed by their API.
     pub key_header: Option<String>,
-    /// Provider keys, in file order; ids unique within the upstream. May be empty.
+    /// Provider keys, in file order; ids unique within the upstream. May be empty, and then
+    /// requests go upstream with whatever credentials the client sent (none, when client
+    /// keys are in use).
     pub keys: Vec<ProviderKeyConfig>,
+    /// How the next provider key is chosen. Default [`Strategy::QuotaAware`].
+    pub strategy: Strategy,
+    /// The most times one request is sent, the first included. Default 3, from 1 to 10.
+    pub retry_attempts: u32,
+    /// Retries allowed per 100 requests on each shard, beyond a small reserve. Default 20.
+    pub retry_budget_percent: u32,
+    /// Request bodies up to this size are kept so the request can be sent again; larger
+    /// ones stream and are never retried. Default 1 MiB, at most 64 MiB.
+    pub retry_body_max: u64,
+    /// How long a request may wait for a provider key to come back when all are resting,
+    /// instead of failing at once. Default zero: no wait.
+    pub key_wait: Duration,
+    /// The first cooldown of a key refused with 429 without being told for how long;
+    /// doubled at each refusal in a row, with jitter. Default 1 s.
+    pub cooldown_initial: Duration,
+    /// The longest such cooldown. Default 60 s.
+    pub cooldown_max: Duration,
+    /// Upstreams tried in order when this one has no ready key or is failing.
+    pub fallbacks: Vec<String>,
+}
+
+/// How an upstream chooses among its ready provider keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// In turn, each key as often as its weight says (`round_robin`).
+    RoundRobin,
+    /// The key with the fewest requests in flight per unit of weight (`least_loaded`).
+    LeastLoaded,
+    /// The key with the most headroom under its known limits, times its weight
+    /// (`quota_aware`).
+    QuotaAware,
+}
+
+impl Strategy {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastLoaded => "least_loaded",
+            Strategy::QuotaAware => "quota_aware",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Strategy> {
+        [
+            Strategy::RoundRobin,
+            Strategy::LeastLoaded,
+            Strategy::QuotaAware,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// The kind of API behind an upstream.
@@ -150,6 +204,97 @@ fn one(raw: &RawUpstream, cx: &mut Ctx<'_, '_>) -> Upstream {
         eject_for: duration(&raw.eject_for, "eject_for", 10, cx),
         key_header,
         keys,
+        strategy: strategy(raw.strategy.as_ref(), cx),
+        retry_attempts: int(&raw.retry_attempts, "retry_attempts", 1..=10, 3, cx),
+        retry_budget_percent: int(
+            &raw.retry_budget_percent,
+            "retry_budget_percent",
+            0..=100,
+            20,
+            cx,
+        ),
+        retry_body_max: retry_body_max(&raw.retry_body_max, cx),
+        key_wait: duration_in(
+            &raw.key_wait,
+            "key_wait",
+            Duration::ZERO..=MAX_KEY_WAIT,
+            Duration::ZERO,
+            cx,
+        ),
+        cooldown_initial: duration(&raw.cooldown_initial, "cooldown_initial", 1, cx),
+        cooldown_max: duration(&raw.cooldown_max, "cooldown_max", 60, cx),
+        fallbacks: raw.fallbacks.as_ref().map_or_else(Vec::new, |list| {
+            list.get_ref().iter().map(|v| v.get_ref().clone()).collect()
+        }),
+    }
+}
+
+/// The longest `key_wait`: a client waits no longer than this for a key.
+const MAX_KEY_WAIT: Duration = Duration::from_secs(300);
+
+/// The largest `retry_body_max`.
+const MAX_RETRY_BODY: u64 = 64 << 20;
+
+fn strategy(v: Option<&Text>, cx: &mut Ctx<'_, '_>) -> Strategy {
+    let Some(v) = v else {
+        return Strategy::QuotaAware;
+    };
+    Strategy::from_name(v.get_ref()).unwrap_or_else(|| {
+        let msg = format!(
+            "unknown strategy {:?}; use round_robin, least_loaded or quota_aware",
+            v.get_ref()
+        );
+        cx.problems.at(v.span(), msg);
+        Strategy::QuotaAware
+    })
+}
+
+fn retry_body_max(v: &Option<Spanned<IntOrText>>, cx: &mut Ctx<'_, '_>) -> u64 {
+    let size = byte_size(v, "retry_body_max", 1 << 20, cx);
+    if size > MAX_RETRY_BODY {
+        if let Some(v) = v {
+            cx.problems.at(
+                v.span(),
+                "retry_body_max must be at most 64 MiB".to_string(),
+            );
+        }
+        return MAX_RETRY_BODY;
+    }
+    size
+}
+
+/// Checks that every fallback names another upstream of the same provider, once.
+pub(crate) fn check_fallbacks(
+    raw: &[Spanned<RawUpstream>],
+    upstreams: &[Upstream],
+    cx: &mut Ctx<'_, '_>,
+) {
+    for (raw, upstream) in raw.iter().zip(upstreams) {
+        let Some(list) = &raw.get_ref().fallbacks else {
+            continue;
+        };
+        let mut seen = Seen::default();
+        for v in list.get_ref() {
+            let name = v.get_ref();
+            let msg = match upstreams.iter().find(|u| &u.name == name) {
+                None => format!("fallback {name:?} is not an upstream"),
+                Some(u) if u.name == upstream.name => {
+                    format!("upstream {name:?} cannot be its own fallback")
+                }
+                Some(u) if u.provider != upstream.provider => format!(
+                    "fallback {name:?} speaks {}, but {:?} speaks {}; a fallback must speak \
+                     the same provider API",
+                    u.provider.as_str(),
+                    upstream.name,
+                    upstream.provider.as_str()
+                ),
+                Some(_) => {
+                    seen.unique(v, "fallback", cx);
+                    continue;
+                }
+            };
+            cx.problems.at(v.span(), msg);
+        }
     }
 }
 

@@ -12,9 +12,11 @@ use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use toml::Spanned;
+
 use super::endpoint::Resolver;
 use super::error::{ConfigErrors, Problems};
-use super::raw::{Int, RawConfig, RawRoute, RawTenant, Text};
+use super::raw::{Int, IntOrText, RawConfig, RawRoute, RawTenant, Text};
 use super::value;
 use super::{client_key, gateway, limits, upstream, Config, Route, Tenant};
 
@@ -41,6 +43,7 @@ pub(crate) fn config(
 
     let (gateway, tuning) = gateway::gateway(&raw.gateway, &mut cx);
     let upstreams = upstream::upstreams(&raw.upstream, &mut cx);
+    upstream::check_fallbacks(&raw.upstream, &upstreams, &mut cx);
     let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let routes = routes(&raw.route, &upstream_names, &mut cx);
 
@@ -246,6 +249,25 @@ fn checked<T: TryFrom<i64>>(
     };
     cx.problems.at(v.span(), msg);
     None
+}
+
+/// An optional byte size, as an integer or text like `"1 MiB"`; `default` when absent (or
+/// wrong, after a problem).
+pub(crate) fn byte_size(
+    v: &Option<Spanned<IntOrText>>,
+    key: &str,
+    default: u64,
+    cx: &mut Ctx<'_, '_>,
+) -> u64 {
+    let Some(v) = v else { return default };
+    let parsed = match v.get_ref() {
+        IntOrText::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_string()),
+        IntOrText::Text(text) => value::parse_byte_size(text).map_err(|e| e.to_string()),
+    };
+    parsed.unwrap_or_else(|msg| {
+        cx.problems.at(v.span(), format!("{key}: {msg}"));
+        default
+    })
 }
 
 /// An optional duration greater than zero; `default_secs` when absent.

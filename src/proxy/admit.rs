@@ -47,32 +47,59 @@ impl Drop for Permit {
     }
 }
 
+/// Whether a key's limits, or its tenant's, count tokens.
+fn counts_tokens(shard: &Shard, key: &ClientKey) -> bool {
+    let limits = &key.limits;
+    let tenant_counts_tokens = key.tenant.is_some_and(|index| {
+        let tenant = &shard.keys.tenant(index).limits;
+        tenant.tokens_per_minute.is_some() || tenant.tokens_per_day.is_some()
+    });
+    limits.tokens_per_minute.is_some() || limits.tokens_per_day.is_some() || tenant_counts_tokens
+}
+
+/// Whether admitting a request of `key` needs the facts of its body: a model list or a token
+/// budget depends on them.
+pub(super) fn needs_facts(shard: &Shard, key: &ClientKey) -> bool {
+    key.restricts_models() || counts_tokens(shard, key)
+}
+
+/// Whether a request sends a body to be completed: every provider's completion call has
+/// one; a request without (a model list, say) asks for no completion and reserves nothing.
+/// Whatever usage it reports is still charged when it is settled.
+pub(super) fn has_body(body: &RequestBody) -> bool {
+    match body {
+        RequestBody::Empty => false,
+        RequestBody::Buffered(bytes) => !bytes.is_empty(),
+        RequestBody::Streamed(_) | RequestBody::Chunked => true,
+    }
+}
+
+/// The facts of a request's body, read only when something depends on them.
+pub(super) fn facts(
+    upstream: &Upstream,
+    head: &RequestHead,
+    body: &RequestBody,
+    wanted: bool,
+) -> RequestFacts {
+    match body {
+        RequestBody::Buffered(bytes) if wanted => {
+            RequestFacts::inspect(upstream.config.provider, head.path(), bytes)
+        }
+        _ => RequestFacts::default(),
+    }
+}
+
 impl ClientConn {
     /// Checks the key's model list and limits (and its tenant's) for this request, and
     /// takes what it needs from them. A refused request takes nothing.
     pub(super) fn admit(
         &mut self,
         key: &ClientKey,
-        upstream: &Upstream,
-        head: &RequestHead,
-        body: &RequestBody,
+        facts: &RequestFacts,
+        has_body: bool,
     ) -> Result<Permit, Error> {
         let shard = Rc::clone(&self.shard);
-        let limits = &key.limits;
-        let tenant_counts_tokens = key.tenant.is_some_and(|index| {
-            let tenant = &shard.keys.tenant(index).limits;
-            tenant.tokens_per_minute.is_some() || tenant.tokens_per_day.is_some()
-        });
-        let counts_tokens = limits.tokens_per_minute.is_some()
-            || limits.tokens_per_day.is_some()
-            || tenant_counts_tokens;
-        // The body is read only when something depends on it: a model list or a token budget.
-        let facts = match body {
-            RequestBody::Buffered(bytes) if counts_tokens || key.restricts_models() => {
-                RequestFacts::inspect(upstream.config.provider, head.path(), bytes)
-            }
-            _ => RequestFacts::default(),
-        };
+        let counts_tokens = counts_tokens(&shard, key);
         if key.restricts_models() {
             match &facts.model {
                 Some(model) if key.allows_model(model) => {}
@@ -82,14 +109,6 @@ impl ClientConn {
             }
         }
 
-        // Every provider's completion call is a request with a body; one without (a model
-        // list, say) asks for no completion and reserves nothing. Whatever usage it reports
-        // is still charged when it is settled.
-        let has_body = match body {
-            RequestBody::Empty => false,
-            RequestBody::Buffered(bytes) => !bytes.is_empty(),
-            RequestBody::Streamed(_) | RequestBody::Chunked => true,
-        };
         let reserved = if counts_tokens && has_body {
             facts.reservation(shard.limits.default_max_tokens)
         } else {

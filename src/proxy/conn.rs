@@ -8,7 +8,9 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
+use super::admit;
 use super::budget::write_budget;
+use super::forward::Forwarded;
 use super::io::{self, ReadOutcome};
 use super::{has_dot_segment, write_error_response, Error};
 use crate::ai::{Usage, UsageScanner};
@@ -212,15 +214,43 @@ impl ClientConn {
         }
 
         let upstream = &shard.upstreams[route.upstream];
-        let body = self.prepare_body(head).await?;
+        let body = self
+            .prepare_body(head, upstream.config.retry_body_max)
+            .await?;
+        // The body's facts are read once, and only when a limit or a pool needs them.
+        let pool_counts_tokens = std::iter::once(route.upstream)
+            .chain(upstream.fallbacks.iter().copied())
+            .any(|index| shard.upstreams[index].counts_tokens());
+        let key_needs_facts = key.is_some_and(|key| admit::needs_facts(&shard, key));
+        let facts = admit::facts(upstream, head, &body, key_needs_facts || pool_counts_tokens);
+        let has_body = admit::has_body(&body);
         let permit = match key {
-            Some(key) => Some(self.admit(key, upstream, head, &body)?),
+            Some(key) => Some(self.admit(key, &facts, has_body)?),
             None => None,
         };
-        let sent = self.send_upstream(upstream, head, &body).await?;
+        let tokens = match pool_counts_tokens && has_body {
+            true => facts.reservation(shard.limits.default_max_tokens),
+            false => 0,
+        };
+        self.count_tokens |= pool_counts_tokens;
+
+        let forwarded = self
+            .forward(&shard, route.upstream, head, &body, tokens)
+            .await?;
+        let Forwarded {
+            upstream,
+            sent,
+            lease,
+            ..
+        } = forwarded;
         let keep_alive = self.relay_response(upstream, head, sent).await?;
-        if let (Some(permit), Some(usage)) = (&permit, self.usage) {
-            permit.used(usage.total());
+        if let Some(usage) = self.usage {
+            if let Some(permit) = &permit {
+                permit.used(usage.total());
+            }
+            if let Some(lease) = &lease {
+                lease.used_tokens(usage.total());
+            }
         }
         Ok(Flow::Continue(keep_alive))
     }

@@ -61,6 +61,20 @@ pub enum Error {
     /// The upstream connection failed or closed before the exchange completed.
     #[error("upstream connection failed: {0}")]
     UpstreamIo(io::Error),
+    /// Every provider key of the upstream (and of its fallbacks) is cooling down or paced
+    /// out; the soonest is ready in this many nanoseconds.
+    #[error(
+        "every provider key of this upstream is temporarily exhausted; retry in {} ms",
+        .0.div_ceil(1_000_000).max(1)
+    )]
+    KeysExhausted(u64),
+    /// Every provider key of the upstream was refused by the provider and is disabled.
+    #[error("every provider key of this upstream was refused by the provider and is disabled")]
+    KeysDisabled,
+    /// The provider refused the gateway's key with this status (401 or 403), and no other
+    /// key could be tried; the key is now disabled.
+    #[error("the provider refused the gateway's key for this upstream ({0}); it is disabled")]
+    ProviderKeyRefused(u16),
 }
 
 /// Which side of the gateway an error came from.
@@ -79,7 +93,10 @@ impl Error {
             Error::UpstreamConnect(_)
             | Error::UpstreamTimeout
             | Error::UpstreamProtocol(_)
-            | Error::UpstreamIo(_) => Side::Upstream,
+            | Error::UpstreamIo(_)
+            | Error::KeysExhausted(_)
+            | Error::KeysDisabled
+            | Error::ProviderKeyRefused(_) => Side::Upstream,
             _ => Side::Client,
         }
     }
@@ -110,6 +127,9 @@ impl Error {
                 (502, "upstream_error", "upstream_error")
             }
             Error::UpstreamTimeout => (504, "upstream_timeout", "upstream_error"),
+            Error::KeysExhausted(_) => (429, "keys_temporarily_exhausted", "rate_limit_error"),
+            Error::KeysDisabled => (503, "upstream_unavailable", "upstream_error"),
+            Error::ProviderKeyRefused(_) => (502, "upstream_error", "upstream_error"),
         })
     }
 }
@@ -139,6 +159,10 @@ pub fn write_error_response(
             let millis = refusal.retry_after.div_ceil(1_000_000).max(1);
             head.field_u64(b"Retry-After", refusal.retry_after.div_ceil(SECOND).max(1));
             head.field_u64(b"retry-after-ms", millis);
+        }
+        Error::KeysExhausted(wait) => {
+            head.field_u64(b"Retry-After", wait.div_ceil(SECOND).max(1));
+            head.field_u64(b"retry-after-ms", wait.div_ceil(1_000_000).max(1));
         }
         Error::Unauthorized(_) => head.field(b"WWW-Authenticate", b"Bearer realm=\"keygate\""),
         _ => {}

@@ -10,6 +10,7 @@ mod admit;
 mod budget;
 mod conn;
 mod error;
+mod forward;
 mod io;
 mod request_body;
 mod response;
@@ -19,10 +20,6 @@ mod upstream;
 pub use conn::{serve, serve_with};
 pub use error::{write_error_response, Error, Side};
 pub use route::{has_dot_segment, Route, Router};
-
-/// Request bodies up to this size are read whole before the upstream is contacted, so that
-/// the exchange can be replayed on a fresh connection when a pooled one turns out closed.
-pub const REPLAY_BODY_BYTES: u64 = 64 * 1024;
 
 /// The largest response head accepted from an upstream.
 pub const MAX_UPSTREAM_HEAD_BYTES: usize = 64 * 1024;

@@ -6,7 +6,7 @@ use monoio::time::Instant;
 
 use super::conn::ClientConn;
 use super::io::{self, ReadOutcome};
-use super::{Error, REPLAY_BODY_BYTES};
+use super::Error;
 use crate::http::{chunk_header, ChunkedDecoder, Framing, RequestHead};
 use crate::net::UpstreamConn;
 
@@ -45,8 +45,13 @@ fn check_chunked_start(buf: &[u8]) -> Result<(), Error> {
 }
 
 impl ClientConn {
-    /// Sends `100 Continue` when the client waits for it, and reads a small body whole.
-    pub(super) async fn prepare_body(&mut self, head: &RequestHead) -> Result<RequestBody, Error> {
+    /// Sends `100 Continue` when the client waits for it, and reads a body of up to
+    /// `keep_up_to` bytes whole, so the request can be sent again.
+    pub(super) async fn prepare_body(
+        &mut self,
+        head: &RequestHead,
+        keep_up_to: u64,
+    ) -> Result<RequestBody, Error> {
         // The gateway answers Expect itself (RFC 9110 §10.1.1): the request has been routed
         // and checked, so the body is now wanted. A client that already started sending
         // needs no invitation.
@@ -61,7 +66,7 @@ impl ClientConn {
 
         Ok(match head.framing {
             Framing::Empty => RequestBody::Empty,
-            Framing::Length(length) if length <= REPLAY_BODY_BYTES => {
+            Framing::Length(length) if length <= keep_up_to => {
                 let length = length as usize;
                 while self.buf.len() < length {
                     self.read_client(length - self.buf.len()).await?;

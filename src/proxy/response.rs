@@ -71,6 +71,7 @@ impl ClientConn {
             mut conn,
             endpoint,
             head,
+            keyed,
         } = sent;
         let relay = Relay::choose(head.framing, request.version);
         let draining = self.shard.drain.is_draining();
@@ -88,6 +89,7 @@ impl ClientConn {
                 buf: &conn.buf,
                 relay,
                 keep_alive,
+                keyed,
             };
             encode_response_head(&mut self.out, &response, request, budget);
         }
@@ -304,6 +306,9 @@ struct Response<'a> {
     buf: &'a [u8],
     relay: Relay,
     keep_alive: bool,
+    /// Whether it answers a request sent with a pool key, whose limits the provider's
+    /// rate-limit fields describe.
+    keyed: bool,
 }
 
 /// Whether a response is a server-sent event stream.
@@ -318,9 +323,10 @@ fn is_event_stream(head: &ResponseHead, buf: &[u8]) -> bool {
 }
 
 /// Whether a field describes a rate limit: the provider's own budget is never shown to a
-/// client that has a budget of its own at the gateway.
+/// client that has a budget of its own at the gateway, nor one that a pool key's describes.
 fn is_rate_limit_field(name: &[u8]) -> bool {
     (name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-ratelimit-"))
+        || (name.len() > 20 && name[..20].eq_ignore_ascii_case(b"anthropic-ratelimit-"))
         || name.eq_ignore_ascii_case(b"ratelimit")
         || name.eq_ignore_ascii_case(b"ratelimit-policy")
 }
@@ -339,6 +345,7 @@ fn encode_response_head(
         buf,
         relay,
         keep_alive,
+        keyed,
     } = *response;
     let via: &[u8] = match head.version {
         Version::Http10 => b"1.0 keygate",
@@ -360,7 +367,7 @@ fn encode_response_head(
             }
             continue;
         }
-        if budget.is_some() && is_rate_limit_field(name) {
+        if (budget.is_some() || keyed) && is_rate_limit_field(name) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"via") && !via_seen {

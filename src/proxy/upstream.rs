@@ -8,9 +8,10 @@ use super::conn::ClientConn;
 use super::io::{self, ReadOutcome};
 use super::request_body::RequestBody;
 use super::{Error, MAX_UPSTREAM_HEAD_BYTES};
+use crate::config::Provider;
 use crate::http::{FieldFlags, HeadWriter, Method, RequestHead, ResponseHead, Version};
 use crate::net::UpstreamConn;
-use crate::upstream::{Outcome, Upstream};
+use crate::upstream::{Lease, Outcome, Upstream};
 
 /// How long a response head may take before the gateway starts watching for the client
 /// leaving.
@@ -21,6 +22,8 @@ pub(super) struct Sent {
     pub(super) conn: UpstreamConn,
     pub(super) endpoint: usize,
     pub(super) head: ResponseHead,
+    /// Whether the request carried a key of the upstream's pool.
+    pub(super) keyed: bool,
 }
 
 /// Why no response head was read.
@@ -41,6 +44,7 @@ impl ClientConn {
         upstream: &Upstream,
         head: &RequestHead,
         body: &RequestBody,
+        key: Option<&Lease<'_>>,
     ) -> Result<Sent, Error> {
         let config = &upstream.config;
         let mut connect_attempts = 0;
@@ -79,7 +83,9 @@ impl ClientConn {
                 }
             };
 
-            let result = self.deliver(&mut conn, upstream, index, head, body).await;
+            let result = self
+                .deliver(&mut conn, upstream, index, head, body, key)
+                .await;
             match result {
                 Ok(response) => {
                     let outcome = if response.status >= 500 {
@@ -92,6 +98,7 @@ impl ClientConn {
                         conn,
                         endpoint: index,
                         head: response,
+                        keyed: key.is_some(),
                     });
                 }
                 Err(HeadFailure::ClosedEarly(err))
@@ -123,15 +130,17 @@ impl ClientConn {
         index: usize,
         head: &RequestHead,
         body: &RequestBody,
+        key: Option<&Lease<'_>>,
     ) -> Result<ResponseHead, HeadFailure> {
         let timeout = self.shard.limits.idle_timeout;
         self.out.clear();
         let authority = &upstream.endpoints[index].config.authority;
-        let strip_credentials = self.key.is_some();
         let target = Target {
             authority,
             peer_ip: &self.peer_ip,
-            strip_credentials,
+            strip_credentials: self.key.is_some() || key.is_some(),
+            key: key.map(Lease::header),
+            anthropic: upstream.config.provider == Provider::Anthropic,
         };
         encode_request_head(&mut self.out, head, &target, body);
         match body {
@@ -158,49 +167,49 @@ impl ClientConn {
         };
         let deadline = sent_at + upstream.config.response_timeout;
         let response = read_response_head(conn, head.method == Method::Head, deadline);
-        self.unless_client_leaves(response).await
+        self.unless_client_leaves(response)
+            .await
+            .unwrap_or_else(|gone| Err(HeadFailure::Failed(gone)))
     }
 
-    /// Waits for `response` while watching the client: a client that closes its connection
-    /// before the response head arrives ends the exchange at once, instead of leaving the
+    /// Waits for `work` while watching the client: a client that closes its connection
+    /// meanwhile ends the wait at once with [`Error::ClientGone`], instead of leaving the
     /// upstream working (and the key's concurrency slot held) for nobody. Bytes the client
     /// sends meanwhile (a pipelined request) are kept, and end the watch.
-    async fn unless_client_leaves<F>(&mut self, response: F) -> Result<ResponseHead, HeadFailure>
+    pub(super) async fn unless_client_leaves<F, T>(&mut self, work: F) -> Result<T, Error>
     where
-        F: std::future::Future<Output = Result<ResponseHead, HeadFailure>>,
+        F: std::future::Future<Output = T>,
     {
-        let mut response = std::pin::pin!(response);
-        // Most responses start within a few milliseconds: only a wait longer than that is
-        // worth a readiness poll on the client socket, which costs an io_uring operation
-        // armed and cancelled.
-        if let Ok(head) = monoio::time::timeout(WATCH_CLIENT_AFTER, &mut response).await {
-            return head;
+        let mut work = std::pin::pin!(work);
+        // Most waits end within a few milliseconds: only a longer one is worth a readiness
+        // poll on the client socket, which costs an io_uring operation armed and cancelled.
+        if let Ok(done) = monoio::time::timeout(WATCH_CLIENT_AFTER, &mut work).await {
+            return Ok(done);
         }
         // A client that already sent more is plainly still there.
         let mut watching = self.buf.is_empty();
         loop {
             if !watching {
-                return response.await;
+                return Ok(work.await);
             }
             let readable = monoio::select! {
-                head = &mut response => return head,
+                done = &mut work => return Ok(done),
                 ready = self.stream.readable(false) => ready,
             };
-            if let Err(err) = readable {
-                return Err(HeadFailure::Failed(Error::ClientGone(err)));
-            }
+            readable.map_err(Error::ClientGone)?;
             // Readable means a read completes at once; the deadline only guards against a
-            // spurious wake-up holding back the response.
+            // spurious wake-up holding back the work.
             let deadline = Instant::now() + std::time::Duration::from_millis(50);
             match io::read_into(&mut self.stream, &mut self.buf, 4096, deadline).await {
                 Ok(ReadOutcome::Data) => watching = false,
                 Ok(ReadOutcome::Closed) => {
-                    let gone = std::io::ErrorKind::ConnectionAborted.into();
-                    return Err(HeadFailure::Failed(Error::ClientGone(gone)));
+                    return Err(Error::ClientGone(
+                        std::io::ErrorKind::ConnectionAborted.into(),
+                    ))
                 }
                 // Readable but nothing to read: keep watching.
                 Ok(ReadOutcome::TimedOut) => {}
-                Err(err) => return Err(HeadFailure::Failed(Error::ClientGone(err))),
+                Err(err) => return Err(Error::ClientGone(err)),
             }
         }
     }
@@ -275,9 +284,17 @@ pub(super) struct Target<'a> {
     pub(super) authority: &'a str,
     /// The client's address, for X-Forwarded-For.
     pub(super) peer_ip: &'a str,
-    /// Whether fields that may hold a client key are removed (client keys are in use).
+    /// Whether fields that may hold a client key are removed (client keys are in use, or a
+    /// pool key takes their place).
     pub(super) strip_credentials: bool,
+    /// The pool key's field, name and value, when the upstream has a key pool.
+    pub(super) key: Option<(&'a [u8], &'a [u8])>,
+    /// Anthropic's API wants `anthropic-version`; one is added when the client sent none.
+    pub(super) anthropic: bool,
 }
+
+/// The API version sent to Anthropic when the client names none.
+const ANTHROPIC_VERSION: &[u8] = b"2023-06-01";
 
 /// The request head as the upstream sees it: origin-form target, the endpoint's authority as
 /// Host, no hop-by-hop fields and no client key, `X-Forwarded-*` and `Via` added, and the
@@ -292,6 +309,8 @@ pub(super) fn encode_request_head(
         authority,
         peer_ip,
         strip_credentials,
+        key,
+        anthropic,
     } = *target;
     let via: &[u8] = match head.version {
         Version::Http10 => b"1.0 keygate",
@@ -301,7 +320,11 @@ pub(super) fn encode_request_head(
     writer.request_line(head.method_bytes(), head.path());
     writer.field(b"Host", authority.as_bytes());
 
-    let (mut forwarded_for, mut via_seen) = (false, false);
+    if let Some((name, value)) = key {
+        writer.field(name, value);
+    }
+
+    let (mut forwarded_for, mut via_seen, mut versioned) = (false, false, false);
     for field in &head.fields {
         if field.flags.contains(FieldFlags::HOP_BY_HOP)
             || field.flags.contains(FieldFlags::HOST)
@@ -319,8 +342,12 @@ pub(super) fn encode_request_head(
         } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
             // The gateway states the host it was asked for; a client's claim is dropped.
         } else {
+            versioned |= anthropic && name.eq_ignore_ascii_case(b"anthropic-version");
             writer.field(name, value);
         }
+    }
+    if anthropic && key.is_some() && !versioned {
+        writer.field(b"anthropic-version", ANTHROPIC_VERSION);
     }
     if !forwarded_for {
         writer.field(b"X-Forwarded-For", peer_ip.as_bytes());

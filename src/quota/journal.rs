@@ -288,11 +288,13 @@ impl Snapshot {
     }
 }
 
-fn write_atomically(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
+/// Writes `value` as JSON to `path` so that a crash leaves either the old file or the new one:
+/// through a synced temporary file renamed into place, the old one kept as `.prev`.
+pub(crate) fn write_atomically<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         let mut file = fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut file, snapshot)?;
+        serde_json::to_writer(&mut file, value)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
     }

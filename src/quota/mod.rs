@@ -13,7 +13,7 @@ pub mod journal;
 
 use std::collections::HashMap;
 
-pub use clock::{Clock, Window, SECOND};
+pub use clock::{civil_from_days, days_from_civil, Clock, Window, SECOND};
 pub use counters::{Budget, Counters, Exceeded, Grant, Hold, Refusal, WindowCount};
 pub use gcra::Bucket;
 

@@ -24,7 +24,7 @@ use crate::keys::{owner_of, KeyTable};
 use crate::proxy::{self, Router};
 use crate::quota::journal::{Restored, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
-use crate::upstream::Upstream;
+use crate::upstream::{KeyPool, Upstream};
 
 pub use drain::{Drain, Draining};
 pub use handoff::{adopt, detach, Handoff, Inboxes};
@@ -102,6 +102,8 @@ pub struct Shared {
     pub restored: Arc<Restored>,
     /// Where snapshots go.
     pub state: Option<WriterHandle>,
+    /// Each upstream's provider key pool, in config order.
+    pub pools: Vec<Option<Arc<KeyPool>>>,
 }
 
 impl Shard {
@@ -119,7 +121,10 @@ impl Shard {
             upstreams: config
                 .upstreams
                 .iter()
-                .map(|u| Upstream::new(Arc::new(u.clone())))
+                .zip(&shared.pools)
+                .map(|(u, pool)| {
+                    Upstream::new(Arc::new(u.clone()), pool.clone(), &config.upstreams)
+                })
                 .collect(),
             shutdown,
             drain: Drain::default(),

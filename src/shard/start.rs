@@ -13,6 +13,8 @@ use super::{listener, Handoff, Shard, Shared};
 use crate::config::{Config, DriverChoice, Workers};
 use crate::keys::KeyTable;
 use crate::quota::journal::{self, StateError, Writer};
+use crate::upstream::persist::{self, Saver};
+use crate::upstream::KeyPool;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +66,12 @@ pub struct Gateway {
     pub driver: Driver,
     /// How many shards run.
     pub shards: usize,
+    /// The provider key pools of the upstreams that have keys, shared with every shard.
+    pub pools: Vec<Arc<KeyPool>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
+    saver: Option<Saver>,
     /// Held for the gateway's life: the lock that keeps a second instance off `state_dir`.
     _state_lock: std::fs::File,
 }
@@ -86,6 +91,9 @@ impl Gateway {
         }
         if let Some(writer) = self.writer {
             writer.finish();
+        }
+        if let Some(saver) = self.saver {
+            saver.finish();
         }
     }
 }
@@ -126,18 +134,27 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let state_lock = lock_state_dir(&state_dir)?;
     let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
         StateError::Directory {
-            path: state_dir,
+            path: state_dir.clone(),
             source,
         }
     })?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| mpsc::unbounded_channel::<Handoff>())
         .unzip();
+    let pools: Vec<Option<Arc<KeyPool>>> = config
+        .upstreams
+        .iter()
+        .map(|upstream| KeyPool::new(upstream).map(Arc::new))
+        .collect();
+    let present: Vec<Arc<KeyPool>> = pools.iter().flatten().cloned().collect();
+    persist::restore(&state_dir, &present, persist::now());
+    let saver = Saver::start(state_dir, present.clone()).map_err(StartError::Spawn)?;
     let shared = Arc::new(Shared {
         keys,
         inboxes: senders.into(),
         restored,
         state: Some(writer.handle()),
+        pools,
     });
     let mut receivers = receivers.into_iter();
 
@@ -193,7 +210,9 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         shards,
         shutdown,
         threads,
+        pools: present,
         writer: Some(writer),
+        saver: Some(saver),
         _state_lock: state_lock,
     })
 }

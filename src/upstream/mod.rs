@@ -12,6 +12,12 @@ use monoio::time::Instant;
 use crate::config;
 use crate::net::Pool;
 
+pub mod keys;
+pub mod learn;
+pub mod persist;
+
+pub use keys::{Exhausted, KeyPool, KeyRecord, KeyStatus, Lease, Picker, PoolKey};
+
 /// What one exchange with an endpoint showed about its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -37,12 +43,28 @@ pub struct Upstream {
     pub config: Arc<config::Upstream>,
     /// Its endpoints, in configured order.
     pub endpoints: Vec<Endpoint>,
+    /// Its provider keys, shared with every shard, and this shard's way of choosing them.
+    pub keys: Option<(Arc<KeyPool>, Picker)>,
+    /// Positions of the upstreams to try when this one has no ready key or fails.
+    pub fallbacks: Vec<usize>,
     cursor: Cell<usize>,
+    /// Retries this shard may still send to this upstream: each request adds
+    /// `retry_budget_percent / 100`, each retry takes one.
+    retry_balance: Cell<f64>,
 }
 
+/// Retries an upstream allows beyond its budget's share of traffic, and the most its balance
+/// holds: enough for a quiet upstream's occasional 429 to be retried.
+const RETRY_RESERVE: f64 = 10.0;
+
 impl Upstream {
-    /// The shard-local state of a configured upstream.
-    pub fn new(config: Arc<config::Upstream>) -> Self {
+    /// The shard-local state of a configured upstream, with its shared key pool and the
+    /// positions of its fallbacks among `all` upstreams.
+    pub fn new(
+        config: Arc<config::Upstream>,
+        pool: Option<Arc<KeyPool>>,
+        all: &[config::Upstream],
+    ) -> Self {
         let endpoints = config
             .endpoints
             .iter()
@@ -53,11 +75,48 @@ impl Upstream {
                 ejected_until: Cell::new(None),
             })
             .collect();
+        let fallbacks = config
+            .fallbacks
+            .iter()
+            .filter_map(|name| all.iter().position(|u| &u.name == name))
+            .collect();
         Upstream {
             config,
             endpoints,
+            keys: pool.map(|pool| {
+                let picker = Picker::new(&pool);
+                (pool, picker)
+            }),
+            fallbacks,
             cursor: Cell::new(0),
+            retry_balance: Cell::new(RETRY_RESERVE),
         }
+    }
+
+    /// Whether requests to this upstream need a token estimate: a key of its pool paces
+    /// tokens.
+    pub fn counts_tokens(&self) -> bool {
+        self.keys
+            .as_ref()
+            .is_some_and(|(pool, _)| pool.counts_tokens())
+    }
+
+    /// Counts a request in the retry budget.
+    pub fn count_request(&self) {
+        let share = f64::from(self.config.retry_budget_percent) / 100.0;
+        let balance = self.retry_balance.get() + share;
+        self.retry_balance
+            .set(balance.min(RETRY_RESERVE.max(share)));
+    }
+
+    /// Takes one retry from the budget, if it has one.
+    pub fn take_retry(&self) -> bool {
+        let balance = self.retry_balance.get();
+        let allowed = balance >= 1.0;
+        if allowed {
+            self.retry_balance.set(balance - 1.0);
+        }
+        allowed
     }
 
     /// The endpoint for the next attempt: round-robin over those not ejected, skipping

@@ -18,10 +18,14 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use super::gate::{self, Keyed};
+use super::keys::Open;
 use super::knobs::Knobs;
-use super::response::{self, BodyFraming, ReplyHead};
+use super::ratelimit;
+use super::response::{self, BodyFraming, ReplyHead, RetryAfter};
 use super::route::{self, Exchange, Reply, EVENT_STREAM};
 use super::server::Worker;
+use super::style::Style;
 
 /// The largest request head accepted; larger ones get 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -141,10 +145,13 @@ impl Conn {
             Err(bad) => (Knobs::new(&worker.defaults), Some(bad)),
         };
         let request_id = worker.next_request_id();
+        let keys = &worker.keys;
+        let style = gate::style_for(keys, head);
+        let mut keyed = Keyed::default();
         let reply = match bad_knob {
             Some(bad) => {
                 let message = format!("invalid value for {}", bad.0);
-                route::error(&mut self.body, 400, &message)
+                route::error(&mut self.body, style, 400, &message)
             }
             None => {
                 let body = match body_at {
@@ -157,17 +164,27 @@ impl Conn {
                     knobs: &knobs,
                     id: request_id,
                     created: unix_seconds(),
+                    style,
+                    keys,
                 };
-                route::route(&exchange, &mut self.body, &mut self.model)
+                if keys.checks() && !route::is_mock_own(head.path_only()) {
+                    let (reply, with_key) =
+                        gate::answer(keys, &exchange, &mut self.body, &mut self.model);
+                    keyed = with_key;
+                    reply
+                } else {
+                    route::route(&exchange, &mut self.body, &mut self.model, &mut Open)
+                }
             }
         };
         if let BodyAt::Input(len) = body_at {
             self.input.advance(len);
         }
 
-        if !knobs.latency.is_zero() {
+        let latency = knobs.latency + keyed.latency;
+        if !latency.is_zero() {
             self.flush().await?;
-            monoio::time::sleep(knobs.latency).await;
+            monoio::time::sleep(latency).await;
         }
         let (status, content_type, framing) = match &reply {
             Reply::Whole {
@@ -196,7 +213,9 @@ impl Conn {
             keep_alive_http10: keep_alive && head.version == Version::Http10,
             authorization: knobs.authorization,
             request_id,
-            retry_after: (status == 429).then_some(knobs.retry_after),
+            retry_after: retry_after(status, &knobs, &keyed, style),
+            limits: keyed.limits.map(|limits| (style, limits)),
+            extra_fields: knobs.extra_fields.then_some(head),
         }
         .write(&mut self.output);
 
@@ -300,7 +319,7 @@ impl Conn {
         message: &dyn std::fmt::Display,
     ) -> Result<(), Stop> {
         let message = message.to_string();
-        route::error(&mut self.body, status, &message);
+        route::error(&mut self.body, Style::OpenAi, status, &message);
         ReplyHead {
             status,
             content_type: route::JSON,
@@ -310,6 +329,8 @@ impl Conn {
             authorization: None,
             request_id: worker.next_request_id(),
             retry_after: None,
+            limits: None,
+            extra_fields: None,
         }
         .write(&mut self.output);
         self.output.extend_from_slice(&self.body);
@@ -363,6 +384,27 @@ fn too_large() -> Stop {
     Stop::Refuse {
         status: 413,
         message: format!("request body over {MAX_BODY_BYTES} bytes"),
+    }
+}
+
+/// The `retry-after` of a reply: only a 429 has one, the test's verbatim value if it gave one,
+/// else the wait its key's limits set (none for Gemini, which says it in the body), else 1 s.
+fn retry_after<'a>(
+    status: u16,
+    knobs: &Knobs<'a>,
+    keyed: &Keyed,
+    style: Style,
+) -> Option<RetryAfter<'a>> {
+    if status != 429 {
+        return None;
+    }
+    if let Some(value) = knobs.retry_after {
+        return Some(RetryAfter::Verbatim(value));
+    }
+    match keyed.limits.and_then(|limits| limits.retry) {
+        Some(_) if style == Style::Gemini => None,
+        Some(wait) => Some(RetryAfter::Seconds(ratelimit::whole_seconds(wait))),
+        None => Some(RetryAfter::Seconds(1)),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `loadtest mock`: a mock AI provider speaking the OpenAI wire format, fast enough never to be
 //! the bottleneck of a benchmark, with knobs (command-line defaults, per-request `x-mock-*`
 //! headers) for latency, streaming pace, token counts, error statuses and response framing.
+//! With `--key`, it checks provider keys and enforces their limits as OpenAI, Anthropic or
+//! Gemini do, in their rate-limit fields and error shapes.
 //!
 //! - `server`: threads, runtimes, listeners.
 //! - `conn`: one connection's I/O: reading requests, framing and writing replies, delays.
@@ -9,19 +11,32 @@
 //! - `knobs`: per-request behaviour from headers.
 //! - `response`: response heads and body framing.
 //! - `json`: JSON string and number writing.
+//! - `gate`: the key check of a keyed request, and its accounting.
+//! - `keys`: the `--key` table: limits, counters, request log.
+//! - `bucket`: a per-minute limit as a token bucket (sans-IO).
+//! - `style`: the provider a reply imitates, and its error bodies (sans-IO).
+//! - `ratelimit`: rate-limit fields and their time formats (sans-IO).
 
+mod bucket;
 mod conn;
+mod gate;
 mod json;
+mod keys;
 mod knobs;
 mod openai;
+mod ratelimit;
 mod response;
 mod route;
 mod server;
+mod style;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::anyhow;
+use keys::{KeySpec, Keys};
 use knobs::Defaults;
+use style::Style;
 
 /// Options of `loadtest mock`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +57,15 @@ pub struct MockArgs {
     /// Completion tokens per reply, capped by the request's max_tokens (header `x-mock-tokens`).
     #[arg(long, default_value_t = 16)]
     pub tokens: u32,
+    /// A provider key, `SECRET[:OPTS]` with OPTS comma-separated from `rpm=N`, `tpm=N`,
+    /// `status=401|403`, `latency-ms=N`; repeatable. With keys, requests to the provider
+    /// endpoints need a known one.
+    #[arg(long = "key", value_name = "SPEC")]
+    pub keys: Vec<KeySpec>,
+    /// The provider whose rate-limit fields and error bodies every reply uses, instead of the
+    /// one whose key field the request used.
+    #[arg(long, value_enum)]
+    pub style: Option<Style>,
 }
 
 /// Runs the mock until the process is killed.
@@ -51,5 +75,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<()> {
         token_delay: Duration::from_millis(args.token_delay_ms),
         tokens: args.tokens,
     };
-    server::run(args.listen, usize::from(args.workers), defaults)
+    let keys =
+        Keys::new(args.keys.clone(), args.style, Instant::now()).map_err(|why| anyhow!(why))?;
+    server::run(args.listen, usize::from(args.workers), defaults, keys)
 }

@@ -271,9 +271,9 @@ impl ChatStream {
     }
 }
 
-/// Appends an error object in the OpenAI shape for `status`, with `message` (escaped here).
-pub fn write_error(out: &mut Vec<u8>, status: u16, message: &str) {
-    let (kind, code) = error_kind(status);
+/// Appends an error object in the OpenAI shape with `message` (escaped here) and the given
+/// `type` and `code` (see [`error_kind`]).
+pub fn write_error_as(out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
     out.extend_from_slice(br#"{"error":{"message":"#);
     json::string(out, message);
     out.extend_from_slice(br#","type":""#);
@@ -284,7 +284,7 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, message: &str) {
 }
 
 /// The `type` and `code` upstream uses for an error status.
-fn error_kind(status: u16) -> (&'static str, &'static str) {
+pub fn error_kind(status: u16) -> (&'static str, &'static str) {
     match status {
         400 => ("invalid_request_error", "bad_request"),
         401 => ("invalid_request_error", "invalid_api_key"),
@@ -624,7 +624,8 @@ mod tests {
             (418, "mock_error", "mock_status"),
         ] {
             let mut out = Vec::new();
-            write_error(&mut out, status, "no \"luck\"");
+            let (error_type, error_code) = error_kind(status);
+            write_error_as(&mut out, "no \"luck\"", error_type, error_code);
             let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(value["error"]["message"], "no \"luck\"");
             assert_eq!(value["error"]["type"], kind);

@@ -1,10 +1,18 @@
 //! Response heads and body framing, appended to the connection's output buffer.
 //!
 //! Every head carries `Content-Type`, the framing it announces, and the facts tests read to see
-//! what a gateway forwarded: `x-mock-saw-authorization` and `x-mock-request-id`.
+//! what a gateway forwarded: `x-mock-saw-authorization` and `x-mock-request-id`. Keyed replies
+//! add their rate-limit fields, and fields asked by `x-mock-header` come last, replacing any
+//! optional field of the mock's own with the same name.
+
+use std::time::SystemTime;
 
 use bytes::{BufMut, BytesMut};
-use keygate::http::{chunk_header, HeadWriter};
+use keygate::http::{chunk_header, HeadWriter, RequestHead};
+
+use super::knobs;
+use super::ratelimit::{FieldSink, LimitState};
+use super::style::Style;
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +42,21 @@ pub struct ReplyHead<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The request's number, unique in this process.
     pub request_id: u64,
-    /// Seconds to send in `retry-after`, for a 429.
-    pub retry_after: Option<u64>,
+    /// The `retry-after` to send.
+    pub retry_after: Option<RetryAfter<'a>>,
+    /// A keyed reply's limits, written as the style says.
+    pub limits: Option<(Style, LimitState)>,
+    /// The request whose `x-mock-header` fields are to be added, if it has any.
+    pub extra_fields: Option<&'a RequestHead>,
+}
+
+/// The value of `retry-after` (RFC 9110 §10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter<'a> {
+    /// Whole seconds.
+    Seconds(u64),
+    /// A value a test gave, sent as it is.
+    Verbatim(&'a [u8]),
 }
 
 impl ReplyHead<'_> {
@@ -54,15 +75,49 @@ impl ReplyHead<'_> {
         } else if self.keep_alive_http10 {
             head.field(b"Connection", b"keep-alive");
         }
-        if let Some(seconds) = self.retry_after {
-            head.field_u64(b"retry-after", seconds);
+        let mut optional = Optional {
+            head: &mut head,
+            replaced_by: self.extra_fields,
+        };
+        match self.retry_after {
+            Some(RetryAfter::Seconds(seconds)) => optional.field(
+                b"retry-after",
+                itoa::Buffer::new().format(seconds).as_bytes(),
+            ),
+            Some(RetryAfter::Verbatim(value)) => optional.field(b"retry-after", value),
+            None => {}
+        }
+        if let Some((style, limits)) = &self.limits {
+            limits.write(*style, SystemTime::now(), &mut optional);
         }
         head.field(
             b"x-mock-saw-authorization",
             self.authorization.unwrap_or(b"-"),
         );
         head.field_u64(b"x-mock-request-id", self.request_id);
+        if let Some(request) = self.extra_fields {
+            for (name, value) in knobs::mock_headers(request) {
+                head.field(name, value);
+            }
+        }
         head.finish();
+    }
+}
+
+/// Writes the mock's optional fields, leaving out those an `x-mock-header` replaces.
+struct Optional<'h, 'w> {
+    head: &'h mut HeadWriter<'w>,
+    replaced_by: Option<&'h RequestHead>,
+}
+
+impl FieldSink for Optional<'_, '_> {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        let replaced = self.replaced_by.is_some_and(|request| {
+            knobs::mock_headers(request).any(|(extra, _)| extra.eq_ignore_ascii_case(name))
+        });
+        if !replaced {
+            self.head.field(name, value);
+        }
     }
 }
 
@@ -131,6 +186,8 @@ mod tests {
             authorization: None,
             request_id: 3,
             retry_after: None,
+            limits: None,
+            extra_fields: None,
         }
     }
 
@@ -155,7 +212,7 @@ mod tests {
             status: 429,
             close: true,
             authorization: Some(b"Bearer k"),
-            retry_after: Some(1),
+            retry_after: Some(RetryAfter::Seconds(1)),
             ..head(BodyFraming::Chunked)
         };
         assert_eq!(
@@ -164,6 +221,52 @@ mod tests {
              Transfer-Encoding: chunked\r\nConnection: close\r\nretry-after: 1\r\n\
              x-mock-saw-authorization: Bearer k\r\nx-mock-request-id: 3\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn extra_fields_replace_the_mocks_own() {
+        let request = RequestHead::parse(
+            &mut BytesMut::from(
+                &b"GET / HTTP/1.1\r\nHost: a\r\nx-mock-header: Retry-After: 0\r\n\
+                   x-mock-header: x-ratelimit-reset-requests: 9s\r\n\r\n"[..],
+            ),
+            8192,
+            &mut Vec::new(),
+        )
+        .unwrap()
+        .unwrap();
+        let limits = LimitState {
+            requests: Some(crate::mock::ratelimit::Dimension {
+                limit: 5,
+                remaining: 0,
+                until_full: std::time::Duration::from_secs(60),
+            }),
+            tokens: None,
+            retry: None,
+        };
+        let text = written(&ReplyHead {
+            status: 429,
+            retry_after: Some(RetryAfter::Seconds(12)),
+            limits: Some((Style::OpenAi, limits)),
+            extra_fields: Some(&request),
+            ..head(BodyFraming::Length(0))
+        });
+        assert_eq!(
+            text,
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\
+             Content-Length: 0\r\nx-ratelimit-limit-requests: 5\r\n\
+             x-ratelimit-remaining-requests: 0\r\nx-mock-saw-authorization: -\r\n\
+             x-mock-request-id: 3\r\nRetry-After: 0\r\nx-ratelimit-reset-requests: 9s\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn verbatim_retry_after() {
+        let text = written(&ReplyHead {
+            retry_after: Some(RetryAfter::Verbatim(b"Wed, 21 Oct 2015 07:28:00 GMT")),
+            ..head(BodyFraming::Length(0))
+        });
+        assert!(text.contains("\r\nretry-after: Wed, 21 Oct 2015 07:28:00 GMT\r\n"));
     }
 
     #[test]

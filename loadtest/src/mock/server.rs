@@ -1,14 +1,15 @@
 //! Start-up of the mock: one worker thread per `--workers`, each a monoio runtime (see
 //! [`crate::runtime`]) with its own SO_REUSEPORT listener.
 //!
-//! Workers share nothing mutable: each numbers its own requests, interleaved with the other
-//! workers' so that ids stay unique in the process without an atomic counter.
+//! Workers share nothing mutable but the provider keys' table (see `keys`): each numbers its own
+//! requests, interleaved with the other workers' so that ids stay unique in the process without
+//! an atomic counter.
 
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{info, warn};
 
 use super::conn;
+use super::keys::Keys;
 use super::knobs::Defaults;
 
 /// Connections waiting to be accepted, per listener (the kernel caps it at somaxconn).
@@ -27,15 +29,18 @@ const BACKLOG: i32 = 4096;
 pub struct Worker {
     /// Behaviour when a request does not ask for another.
     pub defaults: Defaults,
+    /// The provider keys, shared by all workers.
+    pub keys: Arc<Keys>,
     next_id: Cell<u64>,
     stride: u64,
 }
 
 impl Worker {
     /// Worker `index` of `workers`.
-    pub fn new(index: usize, workers: usize, defaults: Defaults) -> Self {
+    pub fn new(index: usize, workers: usize, defaults: Defaults, keys: Arc<Keys>) -> Self {
         Worker {
             defaults,
+            keys,
             next_id: Cell::new(index as u64 + 1),
             stride: workers as u64,
         }
@@ -50,7 +55,12 @@ impl Worker {
 }
 
 /// Binds `listen` on `workers` threads, logs the bound address, and serves until killed.
-pub fn run(listen: SocketAddr, workers: usize, defaults: Defaults) -> anyhow::Result<()> {
+pub fn run(
+    listen: SocketAddr,
+    workers: usize,
+    defaults: Defaults,
+    keys: Keys,
+) -> anyhow::Result<()> {
     // A plain bind (no SO_REUSEPORT) fails while another process, such as a stale mock, listens
     // on the port, which the workers' listeners would otherwise silently share. It also picks
     // the port when 0 is asked, so that every worker binds the same one.
@@ -58,11 +68,12 @@ pub fn run(listen: SocketAddr, workers: usize, defaults: Defaults) -> anyhow::Re
         .and_then(|probe| probe.local_addr())
         .with_context(|| format!("cannot listen on {listen}"))?;
 
+    let keys = Arc::new(keys);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
     for index in 0..workers {
         let ready = ready_tx.clone();
-        let worker = Worker::new(index, workers, defaults);
+        let worker = Worker::new(index, workers, defaults, Arc::clone(&keys));
         let thread = thread::Builder::new()
             .name(format!("mock-{index}"))
             .spawn(move || worker_thread(worker, addr, ready))

@@ -1,0 +1,106 @@
+//! `/metrics` in the Prometheus text format (version 0.0.4). Labels come only from names in
+//! the config (upstream names and key ids, both `[A-Za-z0-9_.-]`), never from client input.
+
+use std::fmt::Write;
+
+use super::AdminState;
+use crate::quota::SECOND;
+use crate::upstream::{KeyPool, KeyStatus, PoolKey};
+
+/// A counter family: name, help, and how to read it off a key.
+type Counter = (&'static str, &'static str, fn(&PoolKey) -> u64);
+
+/// The whole exposition at wall-clock time `now` (ns since the epoch).
+pub(super) fn render(state: &AdminState, now: u64) -> String {
+    let mut out = String::with_capacity(4096);
+    let keys: Vec<(&KeyPool, usize)> = state
+        .pools
+        .iter()
+        .flat_map(|pool| (0..pool.keys().len()).map(move |index| (&**pool, index)))
+        .collect();
+
+    family(
+        &mut out,
+        "keygate_upstream_key_state",
+        "gauge",
+        "Provider key state: 0 ready, 1 cooling down, 2 disabled.",
+    );
+    for &(pool, index) in &keys {
+        let value = match pool.status(index, now) {
+            KeyStatus::Ready => 0,
+            KeyStatus::Cooling(_) => 1,
+            KeyStatus::Disabled(_) => 2,
+        };
+        sample(
+            &mut out,
+            "keygate_upstream_key_state",
+            pool,
+            index,
+            value as f64,
+        );
+    }
+
+    family(
+        &mut out,
+        "keygate_upstream_key_cooldown_seconds",
+        "gauge",
+        "Time until a cooling provider key is ready again; 0 when it is not cooling.",
+    );
+    for &(pool, index) in &keys {
+        let value = match pool.status(index, now) {
+            KeyStatus::Cooling(until) => (until - now) as f64 / SECOND as f64,
+            _ => 0.0,
+        };
+        sample(
+            &mut out,
+            "keygate_upstream_key_cooldown_seconds",
+            pool,
+            index,
+            value,
+        );
+    }
+
+    let counters: [Counter; 3] = [
+        (
+            "keygate_upstream_key_requests_total",
+            "Attempts sent upstream with a provider key.",
+            PoolKey::sent,
+        ),
+        (
+            "keygate_upstream_key_throttled_total",
+            "429 answers a provider key received.",
+            PoolKey::throttled,
+        ),
+        (
+            "keygate_upstream_key_refused_total",
+            "401 and 403 answers a provider key received (each disables it).",
+            PoolKey::refused,
+        ),
+    ];
+    for (name, help, read) in counters {
+        family(&mut out, name, "counter", help);
+        for &(pool, index) in &keys {
+            sample(
+                &mut out,
+                name,
+                pool,
+                index,
+                read(&pool.keys()[index]) as f64,
+            );
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, pool: &KeyPool, index: usize, value: f64) {
+    let key = &pool.keys()[index].id;
+    let _ = writeln!(
+        out,
+        "{name}{{upstream=\"{}\",key=\"{key}\"}} {value}",
+        pool.upstream
+    );
+}

@@ -1,0 +1,184 @@
+//! The admin listener on `admin_listen`: health, readiness, Prometheus metrics, and the admin
+//! API behind the admin token.
+//!
+//! It is the control plane, off the request path: plain blocking sockets on threads of its
+//! own, one request per connection, a few connections at once. Everything it shows or
+//! changes is shared state the shards already read without locks (the provider key pools'
+//! atomics), so an admin call never waits on a shard and a shard never waits on it.
+//!
+//! | method | path | auth | answer |
+//! | --- | --- | --- | --- |
+//! | GET | `/healthz` | none | 200 while the process runs |
+//! | GET | `/readyz` | none | 200 while serving, 503 once draining |
+//! | GET | `/metrics` | none | Prometheus text |
+//! | GET | `/admin/upstreams` | token | every upstream's provider keys and their states |
+//! | POST | `/admin/upstreams/{name}/keys/{id}/enable` | token | puts the key back in use |
+//! | POST | `/admin/upstreams/{name}/keys/{id}/disable` | token | takes the key out of use |
+
+mod metrics;
+mod routes;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::http::RequestHead;
+use crate::upstream::KeyPool;
+
+/// The largest admin request head.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Admin connections served at once; more are answered 503 at once.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long an admin client may take to send its request, or to take the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin listener shows and changes.
+pub struct AdminState {
+    /// Provider key pools, each named by its upstream.
+    pub pools: Vec<Arc<KeyPool>>,
+    /// The bearer token `/admin/*` needs; `None` turns `/admin/*` off.
+    pub token: Option<Box<[u8]>>,
+    /// Set once the gateway drains: `/readyz` says 503 from then on.
+    pub draining: AtomicBool,
+}
+
+/// The running admin listener.
+pub struct Admin {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Admin {
+    /// Listens on `addr` and serves `state` on a thread of its own.
+    pub fn start(addr: SocketAddr, state: Arc<AdminState>) -> io::Result<Admin> {
+        let listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("keygate-admin".into())
+            .spawn(move || accept_loop(&listener, &state, &stopping))?;
+        Ok(Admin {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting; requests being answered finish on their own threads.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The accept loop wakes for a connection; make one.
+        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>, stop: &AtomicBool) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "admin listener: accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            let answer = routes::Answer::error(503, "busy", "too many admin connections");
+            let _ = stream.write_all(&answer.encode());
+            continue;
+        }
+        let (state, active) = (Arc::clone(state), Arc::clone(&active));
+        let spawned = std::thread::Builder::new()
+            .name("keygate-admin-conn".into())
+            .spawn(move || {
+                serve(stream, &state);
+                active.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "admin listener: cannot start a connection thread");
+        }
+    }
+}
+
+/// Answers the one request of a connection, then closes it.
+fn serve(mut stream: TcpStream, state: &AdminState) {
+    let answer = match read_request(&mut stream) {
+        Ok(Some((head, body))) => routes::answer(state, &head, &body),
+        Ok(None) => return,
+        Err(answer) => answer,
+    };
+    if let Err(err) = stream.write_all(&answer.encode()) {
+        tracing::debug!(error = %err, "admin answer not delivered");
+    }
+}
+
+/// Reads a request head and a small body. `Ok(None)`: the client left without a request.
+fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>, routes::Answer> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut fields = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head = loop {
+        match RequestHead::parse(&mut buf, MAX_HEAD, &mut fields) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(err) => return Err(routes::Answer::error(400, "bad_request", &err.to_string())),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) if buf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(routes::Answer::error(
+                    400,
+                    "bad_request",
+                    "incomplete request",
+                ))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return Ok(None),
+        }
+    };
+    let length = match head.framing {
+        crate::http::Framing::Empty => 0,
+        crate::http::Framing::Length(length) if length <= routes::MAX_BODY => length as usize,
+        crate::http::Framing::Length(_) => {
+            return Err(routes::Answer::error(
+                413,
+                "request_too_large",
+                "admin bodies are small",
+            ))
+        }
+        _ => {
+            return Err(routes::Answer::error(
+                400,
+                "bad_request",
+                "send admin bodies with Content-Length",
+            ))
+        }
+    };
+    while buf.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(Some((head, buf[..length].to_vec())))
+}

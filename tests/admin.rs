@@ -1,0 +1,228 @@
+//! The admin listener with the real binary: health and readiness, provider key metrics, the
+//! admin token, and enabling and disabling provider keys at runtime.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// A gateway with an admin listener in front of the mock at `mock`, keys `sk-a` (id a) and
+/// `sk-b` (id b); returns it with its admin address.
+fn start(mock: SocketAddr, token_env: bool) -> (Gateway, SocketAddr) {
+    let env_line = if token_env {
+        "admin_token_env = \"KEYGATE_TEST_ADMIN_TOKEN\""
+    } else {
+        ""
+    };
+    let config = format!(
+        "{}[[upstream]]\nname = \"pool\"\nprovider = \"openai\"\nendpoints = [\"http://{mock}\"]\n\
+         strategy = \"round_robin\"\n\n\
+         [[upstream.key]]\nid = \"a\"\nsecret = \"sk-a\"\n\n\
+         [[upstream.key]]\nid = \"b\"\nsecret = \"sk-b\"\n\n{}",
+        gateway_section(2, &format!("admin_listen = \"127.0.0.1:0\"\n{env_line}")),
+        route_section("/", None, "pool")
+    );
+    let gateway = Gateway::start_with_env(&config, &[("KEYGATE_TEST_ADMIN_TOKEN", TOKEN)]);
+    let admin = admin_addr(&gateway);
+    (gateway, admin)
+}
+
+fn admin_addr(gateway: &Gateway) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = gateway.process.log_lines().iter().find_map(|line| {
+            let rest = &line[line.find("admin API on ")? + "admin API on ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(Instant::now() < deadline, "no admin address in the log");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\n{auth}\r\n");
+    roundtrip(addr, request.as_bytes())
+}
+
+fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("POST {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\n\r\n");
+    roundtrip(addr, request.as_bytes())
+}
+
+fn chat(addr: SocketAddr) -> Response {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    roundtrip(addr, request.as_bytes())
+}
+
+/// Which provider key the mock saw on each of `count` requests.
+fn keys_used(gateway: &Gateway, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            let response = chat(gateway.addr());
+            assert_eq!(response.status, 200, "{}", response.body_text());
+            response
+                .header("x-mock-saw-authorization")
+                .unwrap_or_default()
+                .trim_start_matches("Bearer ")
+                .to_string()
+        })
+        .collect()
+}
+
+fn metric(text: &str, name: &str, key: &str) -> f64 {
+    let prefix = format!("{name}{{upstream=\"pool\",key=\"{key}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{prefix} not in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn health_readiness_and_key_metrics_need_no_token() {
+    let mock = start_mock(&["--key", "sk-a", "--key", "sk-b"]);
+    let (gateway, admin) = start(mock.addr, true);
+    assert_eq!(get(admin, "/healthz", None).status, 200);
+    assert_eq!(get(admin, "/readyz", None).status, 200);
+    keys_used(&gateway, 4);
+    let metrics = get(admin, "/metrics", None);
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body_text();
+    assert!(
+        text.contains("# TYPE keygate_upstream_key_state gauge"),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "keygate_upstream_key_state", "a"), 0.0);
+    assert_eq!(
+        metric(&text, "keygate_upstream_key_cooldown_seconds", "b"),
+        0.0
+    );
+    let sent = metric(&text, "keygate_upstream_key_requests_total", "a")
+        + metric(&text, "keygate_upstream_key_requests_total", "b");
+    assert_eq!(sent, 4.0);
+    assert!(!text.contains("sk-"), "a secret in the metrics:\n{text}");
+    assert_eq!(post(admin, "/metrics", None).status, 405);
+    assert_eq!(get(admin, "/nope", None).status, 404);
+}
+
+#[test]
+fn the_admin_api_needs_the_token() {
+    let mock = start_mock(&[]);
+    let (_gateway, admin) = start(mock.addr, true);
+    let missing = get(admin, "/admin/upstreams", None);
+    assert_error(&missing, 401, "invalid_api_key");
+    assert!(missing.header("www-authenticate").is_some());
+    assert_error(
+        &get(admin, "/admin/upstreams", Some("wrong")),
+        401,
+        "invalid_api_key",
+    );
+    let prefix = &TOKEN[..TOKEN.len() - 1];
+    assert_error(
+        &get(admin, "/admin/upstreams", Some(prefix)),
+        401,
+        "invalid_api_key",
+    );
+    let listed = get(admin, "/admin/upstreams", Some(TOKEN));
+    assert_eq!(listed.status, 200);
+    let body = listed.json();
+    let keys = body["upstreams"][0]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["id"], "a");
+    assert_eq!(keys[0]["state"], "ready");
+    assert!(
+        !listed.body_text().contains("sk-"),
+        "{}",
+        listed.body_text()
+    );
+}
+
+#[test]
+fn without_a_token_configured_the_admin_api_is_off() {
+    let mock = start_mock(&[]);
+    let (_gateway, admin) = start(mock.addr, false);
+    assert_error(
+        &get(admin, "/admin/upstreams", Some(TOKEN)),
+        403,
+        "forbidden",
+    );
+    assert_eq!(get(admin, "/healthz", None).status, 200);
+}
+
+#[test]
+fn provider_keys_are_disabled_and_enabled_at_runtime_on_every_shard() {
+    let mock = start_mock(&["--key", "sk-a", "--key", "sk-b:status=401"]);
+    let (gateway, admin) = start(mock.addr, true);
+    // b is refused by the provider and disabled on the way; everything goes to a.
+    assert!(keys_used(&gateway, 6).iter().all(|k| k == "sk-a"));
+    let listed = get(admin, "/admin/upstreams", Some(TOKEN)).json();
+    assert_eq!(listed["upstreams"][0]["keys"][1]["state"], "disabled");
+    assert_eq!(listed["upstreams"][0]["keys"][1]["disabled_by"], 401);
+
+    // The operator takes a out: nothing is left.
+    let disabled = post(admin, "/admin/upstreams/pool/keys/a/disable", Some(TOKEN));
+    assert_eq!(disabled.status, 200);
+    assert_eq!(disabled.json()["disabled_by"], "operator");
+    for _ in 0..4 {
+        assert_error(&chat(gateway.addr()), 503, "upstream_unavailable");
+    }
+    let text = get(admin, "/metrics", None).body_text();
+    assert_eq!(metric(&text, "keygate_upstream_key_state", "a"), 2.0);
+
+    // And puts it back: every shard uses it at once.
+    let enabled = post(admin, "/admin/upstreams/pool/keys/a/enable", Some(TOKEN));
+    assert_eq!(enabled.json()["state"], "ready");
+    assert!(keys_used(&gateway, 6).iter().all(|k| k == "sk-a"));
+
+    assert_error(
+        &post(admin, "/admin/upstreams/pool/keys/zz/enable", Some(TOKEN)),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &post(admin, "/admin/upstreams/none/keys/a/enable", Some(TOKEN)),
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        get(admin, "/admin/upstreams/pool/keys/a/enable", Some(TOKEN)).status,
+        405
+    );
+}
+
+#[test]
+fn readiness_turns_503_while_draining() {
+    let mock = start_mock(&["--latency-ms", "3000"]);
+    let (mut gateway, admin) = start(mock.addr, true);
+    let addr = gateway.addr();
+    let slow = thread::spawn(move || chat(addr).status);
+    thread::sleep(Duration::from_millis(500));
+    gateway.process.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut drained = false;
+    while Instant::now() < deadline && !drained {
+        drained = get(admin, "/readyz", None).status == 503;
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(drained, "/readyz never said 503 during the drain");
+    assert_eq!(slow.join().unwrap(), 200, "the in-flight request finished");
+    assert!(gateway.process.wait_exit(Duration::from_secs(10)).is_some());
+}
