@@ -54,6 +54,9 @@
 #   MIX=plain=1         loadtest --mix (plain, stream, body); BODY_BYTES for `body`
 #   RATE=               open loop at this many requests a second (empty: closed loop)
 #   TARGETS="mock keygate nginx haproxy"
+#   MOCK_LATENCY_MS=0   the mock's --latency-ms: above 0, throughput is bound by latency
+#                       rather than CPU, which isolates the measurement from the load
+#                       generator's own CPU cost (see the agreement check in benchmarks.md)
 #   WRK=1               also run wrk against the mock each round (agreement check)
 #   RECORD=1            append the result to docs/benchmarks.md
 #   ACCESS_LOG=0        1: access logs on for every proxy. keygate's access log is not
@@ -79,12 +82,14 @@ BUILD=${BUILD:-1}
 KEEP=${KEEP:-}
 QUIET_WAIT=${QUIET_WAIT:-300}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
+MOCK_LATENCY_MS=${MOCK_LATENCY_MS:-0}
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$repo/target/release
 command_line="$(printf '%q ' "$0" "$@")"
 settings="ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS"
 settings+=" WORKERS=$WORKERS KEYS=$KEYS KEY_SCOPE=$KEY_SCOPE MIX=$MIX RATE=${RATE:-closed}"
+settings+=" MOCK_LATENCY_MS=$MOCK_LATENCY_MS"
 
 # --- tools -------------------------------------------------------------------------------
 
@@ -202,7 +207,8 @@ declare -A url pid_of
 ordered=()
 
 mock_port=$(free_port)
-"$bin/loadtest" mock --listen "127.0.0.1:$mock_port" --workers 1 2>"$tmp/mock.log" &
+"$bin/loadtest" mock --listen "127.0.0.1:$mock_port" --workers 1 \
+    --latency-ms "$MOCK_LATENCY_MS" 2>"$tmp/mock.log" &
 pids+=($!)
 pid_of[mock]=$!
 url[mock]=127.0.0.1:$mock_port
@@ -415,7 +421,7 @@ end
 EOF
 
 # One measured run of `tool` (loadtest or wrk) against `target`; appends a row to results:
-# round tool target req/s p50_us p99_us errors cpu_us_per_request other%.
+# round tool target req/s p50_us p99_us errors cpu_us_per_request other% tool_cpu_us_per_req.
 measure() {
     local round=$1 tool=$2 target=$3 out=$tmp/$2-$3-r$1.out
     local m0 s0 t0 c0 m1 s1 t1 c1 rps p50 p99 errors requests
@@ -451,10 +457,14 @@ print(s["requests_per_second"], s["latency_us"]["p50"], s["latency_us"]["p99"], 
         'BEGIN { printf "%.2f", (n > 0 ? t / hz / (n * s / d) * 1e6 : 0) }')
     other=$(( (m1 - m0 - (s1 - s0) - (c1 - c0)) * 100 / (span * hz) ))
     [ "$other" -lt 0 ] && other=0
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$tool" "$target" "$rps" "$p50" \
-        "$p99" "$errors" "$cpu" "$other" >>"$results"
-    printf '  %-8s %-8s %10.0f req/s  p50 %6s us  p99 %6s us  errors %s  cpu %s us/req\n' \
+    local tool_cpu
+    tool_cpu=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$requests" -v d="$DURATION" -v s="$span" \
+        'BEGIN { printf "%.2f", (n > 0 ? t / hz / (n * s / d) * 1e6 : 0) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$tool" "$target" "$rps" \
+        "$p50" "$p99" "$errors" "$cpu" "$other" "$tool_cpu" >>"$results"
+    printf '  %-8s %-8s %10.0f req/s  p50 %6s us  p99 %6s us  errors %s  cpu %s us/req' \
         "$tool" "$target" "$rps" "$p50" "$p99" "$errors" "$cpu" >&2
+    printf '  (%s: %s us/req)  other %s%%\n' "$tool" "$tool_cpu" "$other" >&2
 }
 
 echo "targets: ${ordered[*]}; $ROUNDS rounds of ${DURATION}s; $settings" >&2
@@ -490,20 +500,21 @@ import statistics, sys
 results, doc, record, day, nproc, cpu, commit, command, settings, versions = sys.argv[1:]
 rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
 runs = {}
-for r, tool, target, rps, p50, p99, errors, cpu_us, other in rows:
-    runs.setdefault((tool, target), []).append(
-        (float(rps), float(p50), float(p99), int(errors), float(cpu_us), int(other)))
+for r, tool, target, rps, p50, p99, errors, cpu_us, other, tool_cpu in rows:
+    runs.setdefault((tool, target), []).append((float(rps), float(p50), float(p99),
+        int(errors), float(cpu_us), int(other), float(tool_cpu)))
 med = {}
 for key, values in runs.items():
     med[key] = tuple(statistics.median(v[i] for v in values) for i in (0, 1, 2, 4)) + (
-        sum(v[3] for v in values), max(v[5] for v in values))
+        sum(v[3] for v in values), max(v[5] for v in values),
+        statistics.median(v[6] for v in values))
 
 lines = ["| target | req/s | p50 | p99 | CPU µs/req | errors | req/s vs nginx | p99 vs nginx |",
          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 nginx = med.get(("loadtest", "nginx"))
 names = {"mock": "mock directly", "keygate": "keygate (keys, limits)",
          "nginx": "nginx `proxy_pass`", "haproxy": "HAProxy"}
-for (tool, target), (rps, p50, p99, cpu_us, errors, other) in med.items():
+for (tool, target), (rps, p50, p99, cpu_us, errors, other, _) in med.items():
     if tool != "loadtest":
         continue
     ratio = ("", "")
@@ -516,8 +527,10 @@ if ("wrk", "mock") in med:
     ours, theirs = med[("loadtest", "mock")], med[("wrk", "mock")]
     agreement = ["", "Agreement on the mock, closed loop, same connections (loadtest / wrk):", "",
                  "| figure | loadtest run | wrk | loadtest / wrk |", "| --- | --- | --- | --- |"]
-    for name, i, scale in (("req/s", 0, 1), ("p50 (µs)", 1, 1), ("p99 (µs)", 2, 1)):
-        agreement.append(f"| {name} | {ours[i]:,.0f} | {theirs[i]:,.0f} | "
+    for name, i in (("req/s", 0), ("p50 (µs)", 1), ("p99 (µs)", 2),
+                    ("load generator's CPU µs/req", 6), ("mock's CPU µs/req", 3)):
+        fmt = ",.0f" if i < 3 else ".2f"
+        agreement.append(f"| {name} | {ours[i]:{fmt}} | {theirs[i]:{fmt}} | "
                          f"{ours[i] / theirs[i]:.3f} |")
 other = max(v[5] for v in med.values())
 table = "\n".join(lines + agreement)
@@ -527,7 +540,7 @@ print(f"\nmedians of the rounds; errors summed (failed requests and statuses oth
       f"other processes took at most {other}% of a core during a run")
 if record == "1":
     section = f"""
-## compare.sh: mock, keygate, nginx, HAProxy ({day})
+## compare.sh: {", ".join(names.get(t, t).split(" ")[0] for (tool, t) in med if tool == "loadtest")} ({day})
 
     {command.strip()}
     # {settings}
