@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keygate::admin::{Admin, AdminState};
 use keygate::config::Config;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -166,7 +166,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     warn_unserved(&config);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
 
     let admin_listen = config.gateway.admin_listen;
@@ -198,6 +198,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     for signal in signals.forever() {
         match signal {
             SIGHUP => tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored"),
+            SIGUSR1 => gateway.reopen_access_log(),
             _ => {
                 tracing::info!(signal, "draining");
                 admin_state.draining.store(true, Ordering::Relaxed);
@@ -210,7 +211,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // in-flight requests and on the last snapshot of the counters.
     std::thread::spawn(move || {
         for signal in signals.forever() {
-            if signal != SIGHUP {
+            if signal == SIGTERM || signal == SIGINT {
                 tracing::warn!(signal, "second signal: exiting without finishing the drain");
                 std::process::exit(1);
             }
@@ -255,10 +256,6 @@ fn admin_token(env: Option<&str>) -> Option<Box<[u8]>> {
 fn warn_unserved(config: &Config) {
     if config.gateway.admin_listen.is_some() && config.gateway.admin_token_env.is_none() {
         tracing::warn!("admin_listen without admin_token_env: /admin/* is off");
-    }
-    if let Some(path) = &config.gateway.access_log {
-        let path = path.display();
-        tracing::warn!(%path, "access_log is not written by this version; ignored");
     }
 }
 

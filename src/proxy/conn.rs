@@ -12,7 +12,9 @@ use super::admit;
 use super::budget::write_budget;
 use super::forward::Forwarded;
 use super::io::{self, ReadOutcome};
+use super::trace::Trace;
 use super::{has_dot_segment, write_error_response, Error};
+use crate::accesslog::RequestId;
 use crate::ai::{Usage, UsageScanner};
 use crate::http::{Field, Framing, Method, RequestHead};
 use crate::keys;
@@ -38,15 +40,23 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
             Ok(None) => break,
             Err(error) => {
                 tracing::debug!(shard = shard.id, %peer, %error, "bad request head");
+                conn.begin_trace();
                 conn.answer_error(&error, true).await;
+                conn.trace.failed(&error, true);
+                conn.log_exchange(None);
                 break;
             }
         };
 
+        conn.begin_trace();
         let result = conn.exchange(&head).await;
         let keep_alive = match result {
-            Ok(Flow::Continue(keep_alive)) => keep_alive,
+            Ok(Flow::Continue(keep_alive)) => {
+                conn.log_exchange(Some(&head));
+                keep_alive
+            }
             Ok(Flow::HandOff(owner)) => {
+                // The owner serves the request from its start, and logs it.
                 conn.hand_off(owner, &head);
                 return;
             }
@@ -56,9 +66,12 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
                 // Once a response byte is out, or the body was left unread, the connection
                 // cannot carry another exchange.
                 let reusable = !conn.response_started && conn.body_done && head.keep_alive;
-                if !conn.response_started {
+                let answered = !conn.response_started;
+                if answered {
                     conn.answer_error(&error, !reusable).await;
                 }
+                conn.trace.failed(&error, answered);
+                conn.log_exchange(Some(&head));
                 conn.key = None;
                 reusable
             }
@@ -103,6 +116,8 @@ pub(super) struct ClientConn {
     pub(super) usage: Option<Usage>,
     /// Reads the token usage out of the response body while it streams through.
     pub(super) scanner: Option<UsageScanner>,
+    /// What the current exchange's access log record will say.
+    pub(super) trace: Trace,
 }
 
 impl ClientConn {
@@ -121,6 +136,7 @@ impl ClientConn {
             count_tokens: false,
             usage: None,
             scanner: None,
+            trace: Trace::new(RequestId::new(0, 0, 0), 0),
         }
     }
 
@@ -174,7 +190,6 @@ impl ClientConn {
         self.response_started = false;
         self.body_done = matches!(head.framing, Framing::Empty | Framing::Length(0));
         self.key = None;
-        self.started = Instant::now();
         self.count_tokens = false;
         self.usage = None;
 
@@ -204,6 +219,7 @@ impl ClientConn {
             .router
             .route(head.host(), path)
             .ok_or(Error::NoRoute)?;
+        self.trace.route = Some(route.index);
         if key.is_some_and(|key| !key.allows_path(path)) {
             return Err(Error::Forbidden("this route"));
         }
@@ -232,7 +248,8 @@ impl ClientConn {
             true => facts.reservation(shard.limits.default_max_tokens),
             false => 0,
         };
-        self.count_tokens |= pool_counts_tokens;
+        // The access log reports the usage of every call, so it is read whenever one is kept.
+        self.count_tokens |= pool_counts_tokens || shard.access.is_some();
 
         let forwarded = self
             .forward(&shard, route.upstream, head, &body, tokens)
@@ -297,7 +314,12 @@ impl ClientConn {
         if self.out.is_empty() {
             return;
         }
+        let written = self.out.len() as u64;
+        let head =
+            memchr::memmem::find(&self.out, b"\r\n\r\n").map_or(written, |end| end as u64 + 4);
         let deadline = Instant::now() + self.shard.limits.idle_timeout;
+        self.trace.written += written;
+        self.trace.head_bytes += head;
         if let Err(err) = io::flush(&mut self.stream, &mut self.out, deadline).await {
             tracing::debug!(shard = self.shard.id, error = %err, "error response not delivered");
         }

@@ -63,6 +63,7 @@ impl ClientConn {
         tokens: u64,
     ) -> Result<Forwarded<'s>, Error> {
         let primary = &shard.upstreams[first];
+        self.trace.upstream = Some(first);
         let chain = std::iter::once(first).chain(primary.fallbacks.iter().copied());
         let mut soonest: Option<u64> = None;
         let mut failure = None;
@@ -74,16 +75,18 @@ impl ClientConn {
                 break;
             }
             if hop > 0 {
+                self.trace.retries += 1;
                 tracing::debug!(shard = shard.id, from = %primary.config.name,
                     to = %upstream.config.name, "falling back to the next upstream");
             }
-            match self.try_upstream(upstream, head, body, tokens).await {
+            match self.try_upstream(index, upstream, head, body, tokens).await {
                 Ok((sent, lease)) => {
+                    self.trace.upstream = Some(index);
                     return Ok(Forwarded {
                         upstream,
                         sent,
                         lease,
-                    })
+                    });
                 }
                 Err(Unserved::Exhausted(Some(at))) => {
                     soonest = Some(soonest.map_or(at, |s| s.min(at)));
@@ -115,6 +118,7 @@ impl ClientConn {
     /// take the pool down with requests the provider forbids.
     async fn try_upstream<'s>(
         &mut self,
+        position: usize,
         upstream: &'s Upstream,
         head: &RequestHead,
         body: &RequestBody,
@@ -140,9 +144,16 @@ impl ClientConn {
                 }
                 None => None,
             };
+            if let Some(lease) = &lease {
+                self.trace.key = Some((position, lease.index()));
+            }
+            let sending = self.upstream_sending();
             let result = self
                 .send_upstream(upstream, head, body, lease.as_ref())
                 .await;
+            if result.is_ok() {
+                self.upstream_answered(sending);
+            }
             let retry_allowed = |conn: &ClientConn| {
                 attempt < upstream.config.retry_attempts
                     && body.replayable()
@@ -155,6 +166,7 @@ impl ClientConn {
                     tracing::debug!(shard = self.shard.id, upstream = %upstream.config.name,
                         %error, attempt, "upstream failed before answering; retrying");
                     attempt += 1;
+                    self.trace.retries += 1;
                     continue;
                 }
                 Err(error) => return Err(Unserved::Failed(error)),
@@ -198,6 +210,7 @@ impl ClientConn {
                 return Err(Unserved::Failed(Error::ProviderKeyRefused(status)));
             }
             attempt += 1;
+            self.trace.retries += 1;
         }
     }
 

@@ -15,6 +15,7 @@ mod io;
 mod request_body;
 mod response;
 mod route;
+mod trace;
 mod upstream;
 
 pub use conn::{serve, serve_with};

@@ -72,6 +72,7 @@ impl ClientConn {
                     self.read_client(length - self.buf.len()).await?;
                 }
                 self.body_done = true;
+                self.trace.bytes_in = length as u64;
                 RequestBody::Buffered(self.buf.split_to(length).freeze())
             }
             Framing::Length(length) => RequestBody::Streamed(length),
@@ -96,6 +97,7 @@ impl ClientConn {
             }
             let take = remaining.min(self.buf.len() as u64) as usize;
             remaining -= take as u64;
+            self.trace.bytes_in += take as u64;
             if take == self.buf.len() {
                 let buf = std::mem::take(&mut self.buf);
                 let mut buf = io::write_all(&mut upstream.stream, buf, Instant::now() + timeout)
@@ -136,6 +138,7 @@ impl ClientConn {
                 let data = &self.buf[pos + step.data.start..pos + step.data.end];
                 if !data.is_empty() {
                     total += data.len() as u64;
+                    self.trace.bytes_in = total;
                     if total > max_body {
                         return Err(Error::BodyTooLarge);
                     }

@@ -93,6 +93,8 @@ impl ClientConn {
             };
             encode_response_head(&mut self.out, &response, request, budget);
         }
+        self.trace.status = head.status;
+        self.trace.head_bytes = self.out.len() as u64;
         if self.count_tokens {
             let streaming = is_event_stream(&head, &conn.buf);
             let provider = upstream.config.provider;
@@ -260,6 +262,7 @@ impl ClientConn {
     ) -> Result<(), Error> {
         let deadline = Instant::now() + self.shard.limits.idle_timeout;
         self.response_started = true;
+        self.trace.written += len as u64;
         if len == conn.buf.len() {
             let buf = std::mem::take(&mut conn.buf);
             let mut buf = io::write_all(&mut self.stream, buf, deadline)
@@ -293,6 +296,7 @@ impl ClientConn {
             self.started
         };
         self.response_started = true;
+        self.trace.written += self.out.len() as u64;
         io::flush(&mut self.stream, &mut self.out, from + timeout)
             .await
             .map_err(Error::ClientGone)

@@ -47,6 +47,14 @@ impl Router {
         Router { routes }
     }
 
+    /// The `path_prefix` of the route at `index` in the config (empty if there is none).
+    pub fn prefix(&self, index: usize) -> &[u8] {
+        self.routes
+            .iter()
+            .find(|route| route.index == index)
+            .map_or(&[][..], |route| &route.prefix)
+    }
+
     /// The route for a request to `path` on `host` (which may carry a port).
     pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&Route> {
         let host = host.map(strip_port);

@@ -19,6 +19,7 @@ use std::time::Duration;
 use monoio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::accesslog::{RequestIds, ShardLog};
 use crate::config::Config;
 use crate::keys::{owner_of, KeyTable};
 use crate::proxy::{self, Router};
@@ -90,7 +91,14 @@ pub struct Shard {
     pub inboxes: Inboxes,
     state: Option<WriterHandle>,
     persist_interval: Duration,
+    /// This shard's side of the access log, when one is configured.
+    pub access: Option<RefCell<ShardLog>>,
+    /// Ids for this shard's requests.
+    pub request_ids: RequestIds,
 }
+
+/// How often a shard hands its buffered access log records to the writer.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
 
 /// What every shard shares at start: the key table, the inboxes, persisted counters.
 pub struct Shared {
@@ -104,6 +112,8 @@ pub struct Shared {
     pub state: Option<WriterHandle>,
     /// Each upstream's provider key pool, in config order.
     pub pools: Vec<Option<Arc<KeyPool>>>,
+    /// When the gateway started: part of every request id.
+    pub started: std::time::SystemTime,
 }
 
 impl Shard {
@@ -113,6 +123,7 @@ impl Shard {
         config: &Config,
         shutdown: watch::Receiver<bool>,
         shared: &Shared,
+        access: Option<ShardLog>,
     ) -> Self {
         Shard {
             id,
@@ -135,6 +146,8 @@ impl Shard {
             inboxes: Arc::clone(&shared.inboxes),
             state: shared.state.clone(),
             persist_interval: config.gateway.persist_interval,
+            access: access.map(RefCell::new),
+            request_ids: RequestIds::new(u16::try_from(id).unwrap_or(u16::MAX), shared.started),
         }
     }
 
@@ -205,6 +218,19 @@ impl Shard {
         }
     }
 
+    /// Hands the buffered access log records to the writer every [`ACCESS_LOG_FLUSH`], so a
+    /// quiet shard's records do not wait for a full batch.
+    async fn flush_access_log_periodically(self: Rc<Self>) {
+        let Some(access) = &self.access else { return };
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(ACCESS_LOG_FLUSH) => {}
+                _ = self.drain.wait() => return,
+            }
+            access.borrow_mut().flush();
+        }
+    }
+
     /// Hands the counters that changed to the writer; with `wait`, blocks until they are
     /// on disk (only at the end of a drain, when no request is left to delay).
     fn persist(&self, wait: bool) {
@@ -229,6 +255,7 @@ impl Shard {
         monoio::spawn(Rc::clone(&self).adopt_connections(inbox));
         monoio::spawn(Rc::clone(&self).persist_periodically());
         monoio::spawn(Rc::clone(&self).close_idle_upstreams());
+        monoio::spawn(Rc::clone(&self).flush_access_log_periodically());
         let mut shutdown = self.shutdown.clone();
         let mut pressure = listener::Pressure::default();
         loop {
@@ -263,6 +290,9 @@ impl Shard {
         self.wait_for_connections(drain_timeout).await;
         // Nothing is in flight any more: the last snapshot loses nothing.
         self.persist(true);
+        if let Some(access) = &self.access {
+            access.borrow_mut().flush();
+        }
     }
 
     async fn wait_for_connections(&self, timeout: Duration) {

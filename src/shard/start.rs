@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::runtime::{self, Driver};
 use super::{listener, Handoff, Shard, Shared};
+use crate::accesslog::{AccessLog, Options, ShardLog};
 use crate::config::{Config, DriverChoice, Workers};
 use crate::keys::KeyTable;
 use crate::quota::journal::{self, StateError, Writer};
@@ -56,6 +57,14 @@ pub enum StartError {
     /// Another running keygate uses the same state directory.
     #[error("state_dir {0} is in use by another running keygate; give each instance its own")]
     StateInUse(std::path::PathBuf),
+    /// The access log cannot be opened.
+    #[error("cannot open access_log {path}: {source}")]
+    AccessLog {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
 }
 
 /// The running shards.
@@ -72,6 +81,7 @@ pub struct Gateway {
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
     saver: Option<Saver>,
+    access_log: Option<AccessLog>,
     /// Held for the gateway's life: the lock that keeps a second instance off `state_dir`.
     _state_lock: std::fs::File,
 }
@@ -82,8 +92,20 @@ impl Gateway {
         let _ = self.shutdown.send(true);
     }
 
+    /// Starts a new access log file at the configured path (after logrotate moved the old
+    /// one away): for SIGUSR1.
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            match log.reopen() {
+                Ok(()) => tracing::info!("access log reopened"),
+                Err(err) => tracing::error!(error = %err,
+                    "cannot reopen the access log; records keep going to the old file"),
+            }
+        }
+    }
+
     /// Waits for every shard to finish draining and for their last snapshots to be written.
-    pub fn join(self) {
+    pub fn join(mut self) {
         for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("a shard thread panicked");
@@ -94,6 +116,13 @@ impl Gateway {
         }
         if let Some(saver) = self.saver {
             saver.finish();
+        }
+        if let Some(mut log) = self.access_log.take() {
+            if let Err(err) = log.finish() {
+                tracing::error!(error = %err, "the access log could not be finished");
+            }
+            let (written, dropped) = (log.written(), log.dropped());
+            tracing::info!(written, dropped, "access log closed");
         }
     }
 }
@@ -132,6 +161,17 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let state_dir = config.gateway.state_dir.clone();
     let restored = Arc::new(journal::load(&state_dir)?);
     let state_lock = lock_state_dir(&state_dir)?;
+    let access_log = match Options::from_gateway(&config.gateway) {
+        Some(options) => {
+            let path = options.path.clone();
+            Some(
+                AccessLog::open(options)
+                    .map_err(|source| StartError::AccessLog { path, source })?,
+            )
+        }
+        None => None,
+    };
+    let mut shard_logs = (0..shards).map(|_| access_log.as_ref().map(AccessLog::shard_log));
     let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
         StateError::Directory {
             path: state_dir.clone(),
@@ -155,6 +195,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         restored,
         state: Some(writer.handle()),
         pools,
+        started: std::time::SystemTime::now(),
     });
     let mut receivers = receivers.into_iter();
 
@@ -168,6 +209,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         let (config, shutdown_rx, ready_tx) =
             (config.clone(), shutdown_rx.clone(), ready_tx.clone());
         let (shared, inbox) = (Arc::clone(&shared), receivers.next());
+        let access: Option<ShardLog> = shard_logs.next().flatten();
         let thread = std::thread::Builder::new()
             .name(format!("keygate-shard-{id}"))
             .spawn(move || {
@@ -184,7 +226,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
                     ready: ready_tx,
                 };
                 if let Some(inbox) = inbox {
-                    run_shard(setup, &config, &shared, inbox);
+                    run_shard(setup, &config, &shared, inbox, access);
                 }
             })
             .map_err(StartError::Spawn)?;
@@ -213,6 +255,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         pools: present,
         writer: Some(writer),
         saver: Some(saver),
+        access_log,
         _state_lock: state_lock,
     })
 }
@@ -232,6 +275,7 @@ fn run_shard(
     config: &Config,
     shared: &Shared,
     inbox: mpsc::UnboundedReceiver<Handoff>,
+    access: Option<ShardLog>,
 ) {
     let ShardSetup {
         id,
@@ -243,8 +287,10 @@ fn run_shard(
     let backlog = i32::try_from(config.tuning.listen_backlog).unwrap_or(i32::MAX);
     let drain_timeout = config.gateway.drain_timeout;
     let mut inbox = Some(inbox);
+    let mut access = Some(access);
     let ran = runtime::block_on(preference, config.tuning.ring_entries, |driver| {
-        let shard = Rc::new(Shard::new(id, config, shutdown.clone(), shared));
+        let access = access.take().flatten();
+        let shard = Rc::new(Shard::new(id, config, shutdown.clone(), shared, access));
         let ready = ready.clone();
         let inbox = inbox.take();
         async move {

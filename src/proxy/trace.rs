@@ -1,0 +1,144 @@
+//! What an exchange leaves in the access log: the facts gathered along its way, and the one
+//! record written when it ends, however it ends.
+
+use monoio::time::Instant;
+
+use super::conn::ClientConn;
+use super::Error;
+use crate::accesslog::{Record, RequestId};
+use crate::http::RequestHead;
+
+/// The status logged for a client that left before any response head reached it (nginx's
+/// convention; never sent).
+pub(super) const CLIENT_CLOSED: u16 = 499;
+
+/// Facts about the current exchange, for its access log record.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Trace {
+    pub(super) id: RequestId,
+    /// Wall-clock start, ns since the epoch.
+    pub(super) ts: u64,
+    /// The matched route's position in the config.
+    pub(super) route: Option<usize>,
+    /// The upstream that answered, after any fallback.
+    pub(super) upstream: Option<usize>,
+    /// The provider key of the last attempt: (upstream, key) positions.
+    pub(super) key: Option<(usize, usize)>,
+    /// The status sent to the client; 0 before a response head went out.
+    pub(super) status: u16,
+    pub(super) upstream_latency_us: Option<u64>,
+    pub(super) bytes_in: u64,
+    /// Response bytes written to the client, head included, and how many of them the head
+    /// took.
+    pub(super) written: u64,
+    pub(super) head_bytes: u64,
+    pub(super) retries: u32,
+    pub(super) error: Option<&'static str>,
+}
+
+impl Trace {
+    /// A fresh trace for an exchange starting at wall-clock `ts`.
+    pub(super) fn new(id: RequestId, ts: u64) -> Trace {
+        Trace {
+            id,
+            ts,
+            route: None,
+            upstream: None,
+            key: None,
+            status: 0,
+            upstream_latency_us: None,
+            bytes_in: 0,
+            written: 0,
+            head_bytes: 0,
+            retries: 0,
+            error: None,
+        }
+    }
+
+    /// Notes the error that ended the exchange, and the status it was answered with.
+    pub(super) fn failed(&mut self, error: &Error, answered: bool) {
+        match error.status() {
+            Some((status, code, _)) => {
+                self.error = Some(code);
+                if answered && self.status == 0 {
+                    self.status = status;
+                }
+            }
+            None => {
+                self.error = Some("client_closed");
+                if self.status == 0 {
+                    self.status = CLIENT_CLOSED;
+                }
+            }
+        }
+    }
+}
+
+impl ClientConn {
+    /// Starts the trace of a new exchange.
+    pub(super) fn begin_trace(&mut self) {
+        let shard = &self.shard;
+        self.started = Instant::now();
+        // The wall clock is read only for a log that needs it.
+        let ts = match shard.access {
+            Some(_) => shard.clock.now(),
+            None => 0,
+        };
+        self.trace = Trace::new(shard.request_ids.next_id(), ts);
+    }
+
+    /// Writes the current exchange's record, when an access log is configured. `head` is
+    /// `None` for a request whose head could not be read.
+    pub(super) fn log_exchange(&self, head: Option<&RequestHead>) {
+        let shard = &self.shard;
+        let Some(access) = &shard.access else { return };
+        let trace = &self.trace;
+        let key = self.key.map(|index| shard.keys.key(index));
+        let tenant = key
+            .and_then(|key| key.tenant)
+            .map(|index| &*shard.keys.tenant(index).name);
+        let upstream = trace.upstream.map(|index| &shard.upstreams[index]);
+        let upstream_key = trace.key.and_then(|(upstream, key)| {
+            let (pool, _) = shard.upstreams[upstream].keys.as_ref()?;
+            Some(&*pool.keys()[key].id)
+        });
+        let route = trace
+            .route
+            .and_then(|index| std::str::from_utf8(shard.router.prefix(index)).ok());
+        let usage = self.usage;
+        let record = Record {
+            ts: trace.ts,
+            request_id: trace.id,
+            tenant,
+            key_id: key.map(|key| &*key.id),
+            method: head.map_or(b"", RequestHead::method_bytes),
+            path: head.map_or(b"", RequestHead::path),
+            route,
+            upstream: upstream.map(|upstream| upstream.config.name.as_str()),
+            upstream_key,
+            status: trace.status,
+            latency_us: self.started.elapsed().as_micros() as u64,
+            upstream_latency_us: trace.upstream_latency_us,
+            bytes_in: trace.bytes_in,
+            bytes_out: trace.written.saturating_sub(trace.head_bytes),
+            prompt_tokens: usage.map(|usage| usage.prompt_tokens),
+            completion_tokens: usage.map(|usage| usage.completion_tokens),
+            retries: trace.retries,
+            error_code: trace.error,
+        };
+        access.borrow_mut().record(&record);
+    }
+
+    /// The time an attempt goes upstream, when the log will want to know how long the
+    /// answer took; see [`ClientConn::upstream_answered`].
+    pub(super) fn upstream_sending(&self) -> Option<Instant> {
+        self.shard.access.as_ref().map(|_| Instant::now())
+    }
+
+    /// Notes the time from `sent` to a response head, for the log.
+    pub(super) fn upstream_answered(&mut self, sent: Option<Instant>) {
+        if let Some(sent) = sent {
+            self.trace.upstream_latency_us = Some(sent.elapsed().as_micros() as u64);
+        }
+    }
+}
