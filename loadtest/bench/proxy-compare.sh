@@ -53,6 +53,9 @@
 #   REQUESTS="chat models" which requests to run
 #   BUILD=1           cargo build --release --workspace first
 #   KEEP=DIR          keep the configs, logs and raw wrk outputs in DIR
+#   COMPARE="NAME=PATH ..."  other keygate binaries (an earlier build, say) run as further
+#                     targets, `keygate@NAME` and `keygate@NAME+key`, interleaved with the
+#                     rest; the summary adds their ratios to this build's keygate (A/B runs)
 #   QUIET_WAIT=900    longest wait for a quiet machine before a run, in seconds
 #   FOREIGN_MAX=10    CPU other processes may take during a run (% of one core) before the
 #                     run is repeated (twice at most; the figure is printed either way)
@@ -69,6 +72,7 @@ BUILD=${BUILD:-1}
 KEEP=${KEEP:-}
 QUIET_WAIT=${QUIET_WAIT:-900}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
+COMPARE=${COMPARE:-}
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$repo/target/release
@@ -173,7 +177,7 @@ url[mock]=http://127.0.0.1:$mock_port
 suffix() { [ "$(wc -w <<<"$WORKERS")" -gt 1 ] && echo " w$1" || true; }
 
 start_keygate() {
-    local name=$1 workers=$2 with_key=$3 port dir
+    local name=$1 workers=$2 with_key=$3 binary=${4:-$bin/keygate} port dir
     port=$(free_port)
     dir=$tmp/${name// /_}
     mkdir -p "$dir/state"
@@ -204,7 +208,7 @@ secret = "$client_key"
 rate = "1000000/s"
 EOF
     fi
-    KEYGATE_LOG=warn "$bin/keygate" run --config "$dir/keygate.toml" 2>"$tmp/$name.log" &
+    KEYGATE_LOG=warn "$binary" run --config "$dir/keygate.toml" 2>"$tmp/$name.log" &
     pids+=($!)
     pid_of[$name]=$!
     wait_ready "$name" $! "http://127.0.0.1:$port/v1/models"
@@ -267,6 +271,15 @@ for w in $WORKERS; do
             key) start_keygate "keygate+key$(suffix "$w")" "$w" 1 ;;
             *) echo "unknown variant $variant (plain, key)" >&2; exit 2 ;;
         esac
+        for other in $COMPARE; do
+            other_name=${other%%=*}
+            other_bin=${other#*=}
+            [ -x "$other_bin" ] || { echo "COMPARE: $other_bin is not executable" >&2; exit 2; }
+            case $variant in
+                plain) start_keygate "keygate@$other_name$(suffix "$w")" "$w" 0 "$other_bin" ;;
+                key) start_keygate "keygate@$other_name+key$(suffix "$w")" "$w" 1 "$other_bin" ;;
+            esac
+        done
     done
     start_nginx "nginx$(suffix "$w")" "$w"
 done
@@ -474,8 +487,7 @@ printf '%-7s %-16s %12s %10s %16s %s\n' request target "req/s x" "p99 x" "nginx 
 for request in $REQUESTS; do
     for target in "${targets[@]}"; do
         case $target in keygate*) ;; *) continue ;; esac
-        nginx=nginx${target#keygate}
-        nginx=${nginx/+key/}
+        case $target in *" w"*) nginx="nginx ${target##* }" ;; *) nginx=nginx ;; esac
         awk -v r="${med[$request/$target/rps]}" -v n="${med[$request/$nginx/rps]}" \
             -v p="${med[$request/$target/p99]}" -v np="${med[$request/$nginx/p99]}" \
             -v c="${med[$request/$target/cpu]}" -v nc="${med[$request/$nginx/cpu]}" \
@@ -485,6 +497,23 @@ for request in $REQUESTS; do
                 printf "%-7s %-16s %12.3f %10.3f %16.3f %s\n", q, t, rr, pr, cr, verdict }'
     done
 done
+if [ -n "$COMPARE" ]; then
+    echo
+    echo "this build against the COMPARE builds (keygate over keygate@NAME, same variant)"
+    printf '%-7s %-20s %12s %10s %16s\n' request against "req/s x" "p99 x" "their cpu/req x"
+    for request in $REQUESTS; do
+        for target in "${targets[@]}"; do
+            case $target in keygate@*) ;; *) continue ;; esac
+            ours=$(sed -E 's/@[^+ ]+//' <<<"$target")
+            awk -v r="${med[$request/$ours/rps]}" -v o="${med[$request/$target/rps]}" \
+                -v p="${med[$request/$ours/p99]}" -v op="${med[$request/$target/p99]}" \
+                -v c="${med[$request/$ours/cpu]}" -v oc="${med[$request/$target/cpu]}" \
+                -v q="$request" -v t="$target" 'BEGIN {
+                    printf "%-7s %-20s %12.3f %10.3f %16.3f\n", q, t, r / o, p / op,
+                        (c > 0 ? oc / c : 0) }'
+        done
+    done
+fi
 echo
 echo "per-round figures (round request target req/s p50_us p99_us >=400 sockerr other% cpu_us):"
 sort -t$'\t' -k2,2 -k3,3 -k1,1n "$results" | sed 's/^/  /'
