@@ -179,37 +179,15 @@ impl QuotaBook {
         changes
     }
 
-    /// The key's tightest request budget, for response headers.
-    pub fn tightest(&self, key: &ClientKey, now: u64) -> Option<Budget> {
-        self.keys
-            .get(&key.index)
-            .unwrap_or(&FRESH)
-            .tightest(&key.limits, now)
-    }
-
-    /// The key's tokens-per-minute budget, for response headers.
-    pub fn tokens_budget(&self, key: &ClientKey, now: u64) -> Option<Budget> {
-        self.keys
-            .get(&key.index)
-            .unwrap_or(&FRESH)
-            .tokens_budget(&key.limits, now)
+    /// The key's counters as they stand, fresh ones when it was never used here: its
+    /// budgets for response headers come from them.
+    pub fn counters(&self, key: &ClientKey) -> &Counters {
+        self.keys.get(&key.index).unwrap_or(&FRESH)
     }
 
     /// The counters of a key, if it was ever used here.
     pub fn key_counters(&self, index: u32) -> Option<&Counters> {
         self.keys.get(&index)
-    }
-
-    /// Every request budget of a key, for `RateLimit-Policy` and `RateLimit`.
-    pub fn budgets<'a>(
-        &'a self,
-        key: &'a ClientKey,
-        now: u64,
-    ) -> impl Iterator<Item = Budget> + 'a {
-        self.keys
-            .get(&key.index)
-            .unwrap_or(&FRESH)
-            .budgets(&key.limits, now)
     }
 
     /// Counters worth persisting: (is tenant, position, counters).
@@ -422,7 +400,7 @@ quota = { per_hour = 2 }
         let refused = book.admit(&table, solo, T0, 0).unwrap_err();
         assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
         assert!(book.entries().all(|(tenant, _, _)| !tenant));
-        let budget = book.tightest(solo, T0).unwrap();
+        let budget = book.counters(solo).tightest(&solo.limits, T0).unwrap();
         assert_eq!(
             (budget.name, budget.limit, budget.remaining),
             ("hour", 2, 0)
