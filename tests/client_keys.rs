@@ -95,6 +95,31 @@ fn the_key_is_accepted_in_every_form_and_never_forwarded() {
 }
 
 #[test]
+fn a_connection_that_changes_its_key_is_checked_every_time() {
+    let echo = Echo::start("echo");
+    let gateway = Gateway::start(&keyed_config(2, echo.addr(), "", KEYS));
+    let mut client = Client::connect(gateway.addr());
+    // The gateway remembers the last valid key of a connection: a near miss, an expired key
+    // and a missing one in between must still be refused, and the valid one accepted again.
+    let sequence = [
+        ("Authorization: Bearer kg-live-0001\r\n", 200),
+        ("Authorization: Bearer kg-live-0001\r\n", 200),
+        ("Authorization: Bearer kg-live-0002\r\n", 401),
+        ("Authorization: Bearer kg-live-0001\r\n", 200),
+        ("Authorization: Bearer kg-live-000\r\n", 401),
+        ("Authorization: Bearer kg-gone-0001\r\n", 401),
+        ("", 401),
+        ("x-api-key: kg-live-0001\r\n", 200),
+    ];
+    for (fields, status) in sequence {
+        client.send(&get(fields));
+        let response = client.read_response(false);
+        assert_eq!(response.status, status, "{fields:?}: {}", response.raw_head);
+    }
+    assert_eq!(echo.seen().len(), 4);
+}
+
+#[test]
 fn the_mock_never_sees_the_client_key() {
     let mock = start_mock(&[]);
     let gateway = Gateway::start(&keyed_config(2, mock.addr, "", KEYS));

@@ -29,7 +29,8 @@
 #      nginx also sets X-Forwarded-For and X-Forwarded-Host, which keygate always adds.
 #   4. Prints, per request and target, the medians over rounds of req/s, p50, p99 and the
 #      target's own CPU time per request (from /proc/PID/stat: the steadiest figure when the
-#      cores are shared), the requests answered with a status >= 400 and socket errors (both
+#      cores are shared) and its user-space part (the proxy's own code: the figure to compare
+#      builds by, as the kernel's share moves with whatever else runs), the requests answered with a status >= 400 and socket errors (both
 #      must be 0), and the ratios keygate/nginx: req/s (higher is better), p99 (lower is
 #      better) and nginx's CPU per request over keygate's (higher is better).
 #   Everything it started is stopped by PID on exit (trap), and the temp dir removed.
@@ -53,6 +54,9 @@
 #   REQUESTS="chat models" which requests to run
 #   BUILD=1           cargo build --release --workspace first
 #   KEEP=DIR          keep the configs, logs and raw wrk outputs in DIR
+#   COMPARE="NAME=PATH ..."  other keygate binaries (an earlier build, say) run as further
+#                     targets, `keygate@NAME` and `keygate@NAME+key`, interleaved with the
+#                     rest; the summary adds their ratios to this build's keygate (A/B runs)
 #   QUIET_WAIT=900    longest wait for a quiet machine before a run, in seconds
 #   FOREIGN_MAX=10    CPU other processes may take during a run (% of one core) before the
 #                     run is repeated (twice at most; the figure is printed either way)
@@ -69,6 +73,7 @@ BUILD=${BUILD:-1}
 KEEP=${KEEP:-}
 QUIET_WAIT=${QUIET_WAIT:-900}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
+COMPARE=${COMPARE:-}
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$repo/target/release
@@ -173,7 +178,7 @@ url[mock]=http://127.0.0.1:$mock_port
 suffix() { [ "$(wc -w <<<"$WORKERS")" -gt 1 ] && echo " w$1" || true; }
 
 start_keygate() {
-    local name=$1 workers=$2 with_key=$3 port dir
+    local name=$1 workers=$2 with_key=$3 binary=${4:-$bin/keygate} port dir
     port=$(free_port)
     dir=$tmp/${name// /_}
     mkdir -p "$dir/state"
@@ -204,7 +209,7 @@ secret = "$client_key"
 rate = "1000000/s"
 EOF
     fi
-    KEYGATE_LOG=warn "$bin/keygate" run --config "$dir/keygate.toml" 2>"$tmp/$name.log" &
+    KEYGATE_LOG=warn "$binary" run --config "$dir/keygate.toml" 2>"$tmp/$name.log" &
     pids+=($!)
     pid_of[$name]=$!
     wait_ready "$name" $! "http://127.0.0.1:$port/v1/models"
@@ -267,6 +272,15 @@ for w in $WORKERS; do
             key) start_keygate "keygate+key$(suffix "$w")" "$w" 1 ;;
             *) echo "unknown variant $variant (plain, key)" >&2; exit 2 ;;
         esac
+        for other in $COMPARE; do
+            other_name=${other%%=*}
+            other_bin=${other#*=}
+            [ -x "$other_bin" ] || { echo "COMPARE: $other_bin is not executable" >&2; exit 2; }
+            case $variant in
+                plain) start_keygate "keygate@$other_name$(suffix "$w")" "$w" 0 "$other_bin" ;;
+                key) start_keygate "keygate@$other_name+key$(suffix "$w")" "$w" 1 "$other_bin" ;;
+            esac
+        done
     done
     start_nginx "nginx$(suffix "$w")" "$w"
 done
@@ -342,12 +356,13 @@ wait_quiet() {
 }
 
 # CPU time (clock ticks) of the given server processes and their children (nginx workers).
+# USER_ONLY=1 counts user time alone.
 server_ticks() {
     local total=0 pid stat
     for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
         [ -r "/proc/$pid/stat" ] || continue
         read -ra stat < <(sed 's/.*) //' "/proc/$pid/stat")
-        total=$((total + stat[11] + stat[12]))
+        total=$((total + stat[11] + (${USER_ONLY:-0} ? 0 : stat[12])))
     done
     echo "$total"
 }
@@ -377,12 +392,14 @@ run_wrk() {
     local round=$1 request=$2 target=$3 duration=$4 out line foreign attempt
     out=$tmp/wrk-r$round-$request-${target// /_}.txt
     for attempt in 1 2 3; do
-        local m0 s0 t0 c0 m1 s1 t1 c1
+        local m0 s0 t0 c0 m1 s1 t1 c1 u0 u1
         m0=$(machine_ticks); s0=$(server_ticks "${pids[@]}"); t0=$(server_ticks "${pid_of[$target]}")
+        u0=$(USER_ONLY=1 server_ticks "${pid_of[$target]}")
         times >"$tmp/times"; c0=$(child_ticks "$tmp/times")
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" --latency -s "$tmp/$request.lua" \
             "${url[$target]}" >"$out" 2>&1
         m1=$(machine_ticks); s1=$(server_ticks "${pids[@]}"); t1=$(server_ticks "${pid_of[$target]}")
+        u1=$(USER_ONLY=1 server_ticks "${pid_of[$target]}")
         times >"$tmp/times"; c1=$(child_ticks "$tmp/times")
         foreign=$(((m1 - m0 - (s1 - s0) - (c1 - c0)) * 100 / (duration * $(getconf CLK_TCK))))
         [ "$foreign" -lt 0 ] && foreign=0
@@ -401,15 +418,19 @@ run_wrk() {
     done
     # shellcheck disable=SC2086
     local $(sed 's/^RESULT //' <<<"$line")
-    # The target's own CPU time per request, in microseconds.
-    local cpu_us
+    # The target's own CPU time per request, in microseconds, and its user-space part alone:
+    # the proxy's own code, without the kernel's socket work (which, on loopback, also
+    # carries the peers' receive path and moves most when other processes run).
+    local cpu_us usr_us
     cpu_us=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
         'BEGIN { printf "%.2f", (n > 0 ? t / hz / n * 1e6 : 0) }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$request" "$target" \
+    usr_us=$(awk -v t=$((u1 - u0)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN { printf "%.3f", (n > 0 ? t / hz / n * 1e6 : 0) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$request" "$target" \
         "$rps" "$p50_us" "$p99_us" "$status_errors" "$socket_errors" "$foreign" "$cpu_us" \
-        >>"$results"
-    printf '  %-7s %-16s %10s req/s  p50 %6s us  p99 %6s us  cpu %6s us/req  other %3s%%\n' \
-        "$request" "$target" "$rps" "$p50_us" "$p99_us" "$cpu_us" "$foreign" >&2
+        "$usr_us" >>"$results"
+    printf '  %-7s %-16s %10s req/s  p50 %6s us  p99 %6s us  cpu %6s us/req  usr %6s  other %3s%%\n' \
+        "$request" "$target" "$rps" "$p50_us" "$p99_us" "$cpu_us" "$usr_us" "$foreign" >&2
 }
 
 echo "targets: ${targets[*]}; requests: $REQUESTS; $ROUNDS rounds of ${DURATION}s runs" >&2
@@ -444,12 +465,12 @@ sum_of() { awk '{ s += $1 } END { print s + 0 }'; }
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, medians of $ROUNDS rounds" \
     "(requests >= 400 and socket errors summed over rounds;" \
-    "cpu us/req: the target's own CPU time per request;" \
+    "cpu us/req: the target's own CPU time per request; usr: its user-space part;" \
     "other%: the most CPU other processes took during one run, in % of a core)"
 for request in $REQUESTS; do
     echo
-    printf '%-7s %-16s %12s %10s %10s %12s %8s %8s %7s\n' request target req/s "p50 ms" \
-        "p99 ms" "cpu us/req" ">=400" sockerr "other%"
+    printf '%-7s %-16s %12s %10s %10s %12s %8s %8s %8s %7s\n' request target req/s "p50 ms" \
+        "p99 ms" "cpu us/req" "usr" ">=400" sockerr "other%"
     for target in "${targets[@]}"; do
         rps=$(column_of "$request" "$target" 4 | median)
         p50=$(column_of "$request" "$target" 5 | median)
@@ -458,12 +479,14 @@ for request in $REQUESTS; do
         so=$(column_of "$request" "$target" 8 | sum_of)
         other=$(column_of "$request" "$target" 9 | sort -n | tail -1)
         cpu=$(column_of "$request" "$target" 10 | median)
+        usr=$(column_of "$request" "$target" 11 | median)
         med[$request/$target/cpu]=$cpu
+        med[$request/$target/usr]=$usr
         med[$request/$target/rps]=$rps
         med[$request/$target/p99]=$p99
-        printf '%-7s %-16s %12.0f %10.3f %10.3f %12.2f %8s %8s %7s\n' "$request" "$target" \
-            "$rps" "$(awk -v v="$p50" 'BEGIN { print v / 1000 }')" \
-            "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$st" "$so" "$other"
+        printf '%-7s %-16s %12.0f %10.3f %10.3f %12.2f %8.3f %8s %8s %7s\n' "$request" \
+            "$target" "$rps" "$(awk -v v="$p50" 'BEGIN { print v / 1000 }')" \
+            "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$usr" "$st" "$so" "$other"
     done
 done
 
@@ -474,8 +497,7 @@ printf '%-7s %-16s %12s %10s %16s %s\n' request target "req/s x" "p99 x" "nginx 
 for request in $REQUESTS; do
     for target in "${targets[@]}"; do
         case $target in keygate*) ;; *) continue ;; esac
-        nginx=nginx${target#keygate}
-        nginx=${nginx/+key/}
+        case $target in *" w"*) nginx="nginx ${target##* }" ;; *) nginx=nginx ;; esac
         awk -v r="${med[$request/$target/rps]}" -v n="${med[$request/$nginx/rps]}" \
             -v p="${med[$request/$target/p99]}" -v np="${med[$request/$nginx/p99]}" \
             -v c="${med[$request/$target/cpu]}" -v nc="${med[$request/$nginx/cpu]}" \
@@ -485,6 +507,26 @@ for request in $REQUESTS; do
                 printf "%-7s %-16s %12.3f %10.3f %16.3f %s\n", q, t, rr, pr, cr, verdict }'
     done
 done
+if [ -n "$COMPARE" ]; then
+    echo
+    echo "this build against the COMPARE builds (keygate over keygate@NAME, same variant)"
+    printf '%-7s %-20s %12s %10s %16s %16s\n' request against "req/s x" "p99 x" \
+        "their cpu/req x" "their usr/req x"
+    for request in $REQUESTS; do
+        for target in "${targets[@]}"; do
+            case $target in keygate@*) ;; *) continue ;; esac
+            ours=$(sed -E 's/@[^+ ]+//' <<<"$target")
+            awk -v r="${med[$request/$ours/rps]}" -v o="${med[$request/$target/rps]}" \
+                -v p="${med[$request/$ours/p99]}" -v op="${med[$request/$target/p99]}" \
+                -v c="${med[$request/$ours/cpu]}" -v oc="${med[$request/$target/cpu]}" \
+                -v u="${med[$request/$ours/usr]}" -v ou="${med[$request/$target/usr]}" \
+                -v q="$request" -v t="$target" 'BEGIN {
+                    printf "%-7s %-20s %12.3f %10.3f %16.3f %16.3f\n", q, t, r / o, p / op,
+                        (c > 0 ? oc / c : 0), (u > 0 ? ou / u : 0) }'
+        done
+    done
+fi
 echo
-echo "per-round figures (round request target req/s p50_us p99_us >=400 sockerr other% cpu_us):"
+echo "per-round figures (round request target req/s p50_us p99_us >=400 sockerr other% cpu_us" \
+    "usr_us):"
 sort -t$'\t' -k2,2 -k3,3 -k1,1n "$results" | sed 's/^/  /'

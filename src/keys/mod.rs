@@ -2,8 +2,9 @@
 //! owns its counters.
 //!
 //! Keys are stored only as SHA-256 digests. A presented key is hashed, looked up by digest
-//! and compared in constant time; the clear key never leaves the request head and is never
-//! logged. The table is immutable and shared by all shards; counters live elsewhere
+//! and compared in constant time; the clear key is never logged, and leaves the request head
+//! only into the [`LastKey`] of its own connection, so that the connection's next request
+//! presenting it again is recognised without hashing it again. The table is immutable and shared by all shards; counters live elsewhere
 //! ([`crate::quota`]), on the owning shard only.
 
 use std::collections::HashMap;
@@ -201,6 +202,34 @@ impl KeyTable {
         Ok(key)
     }
 
+    /// Like [`KeyTable::authenticate`], for a connection that remembers in `last` the key its
+    /// previous request authenticated with. When `presented` is that same secret (compared in
+    /// constant time) the SHA-256 and the lookup are skipped; expiry is checked at `now`
+    /// either way, so the answer is always the one `authenticate` gives.
+    pub fn authenticate_again(
+        &self,
+        presented: &[u8],
+        now: u64,
+        last: &mut LastKey,
+    ) -> Result<&ClientKey, AuthError> {
+        let remembered = last
+            .index
+            .filter(|_| bool::from(last.secret.ct_eq(presented)));
+        let key = match remembered {
+            Some(index) => &self.keys[index as usize],
+            None => {
+                last.forget();
+                let key = self.authenticate(presented, now)?;
+                last.remember(presented, key.index);
+                key
+            }
+        };
+        if key.expires.is_some_and(|expires| now >= expires) {
+            return Err(AuthError::Expired);
+        }
+        Ok(key)
+    }
+
     /// A key by its table position.
     pub fn key(&self, index: u32) -> &ClientKey {
         &self.keys[index as usize]
@@ -219,6 +248,39 @@ impl KeyTable {
     /// Every tenant, in config order.
     pub fn tenants(&self) -> &[Tenant] {
         &self.tenants
+    }
+}
+
+/// The secret a connection's last request authenticated with, and the key's position, so
+/// [`KeyTable::authenticate_again`] can recognise it on the next request without a SHA-256.
+///
+/// It holds a client's clear secret: it has no `Debug`, is never logged, lives no longer than
+/// its connection, and is overwritten with zeros when forgotten or dropped.
+#[derive(Default)]
+pub struct LastKey {
+    secret: Vec<u8>,
+    index: Option<u32>,
+}
+
+impl LastKey {
+    fn remember(&mut self, secret: &[u8], index: u32) {
+        self.secret.extend_from_slice(secret);
+        self.index = Some(index);
+    }
+
+    /// Zeroes and empties the kept secret.
+    pub fn forget(&mut self) {
+        self.secret.fill(0);
+        // The zeros must be written although nothing reads them before the memory is reused.
+        std::hint::black_box(&mut self.secret);
+        self.secret.clear();
+        self.index = None;
+    }
+}
+
+impl Drop for LastKey {
+    fn drop(&mut self) {
+        self.forget();
     }
 }
 
@@ -311,6 +373,54 @@ mod tests {
         for (fields, expected) in table {
             let head = head(fields);
             assert_eq!(presented(&head), *expected, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn a_remembered_key_gives_what_authenticate_gives() {
+        let table = KeyTable::new(
+            &config(
+                "[[client_key]]\nid = \"one\"\nsecret = \"kg-one\"\n\
+                 [[client_key]]\nid = \"two\"\nsecret = \"kg-two\"\n\
+                 [[client_key]]\nid = \"later\"\nsecret = \"kg-later\"\n\
+                 expires = 2030-01-01T00:00:00Z\n",
+            ),
+            1,
+        );
+        let mut last = LastKey::default();
+        // A connection's requests in turn: repeats, a switch, a miss, a prefix, an expiry.
+        let sequence: &[(&[u8], u64)] = &[
+            (b"kg-one", T0),
+            (b"kg-one", T0),
+            (b"kg-two", T0),
+            (b"kg-two", T0),
+            (b"kg-tw", T0),
+            (b"kg-two", T0),
+            (b"kg-unknown", T0),
+            (b"kg-later", T0),
+            (b"kg-later", Y2030 - 1),
+            (b"kg-later", Y2030),
+            (b"kg-later", T0),
+            (b"", T0),
+        ];
+        for &(presented, now) in sequence {
+            let again = table
+                .authenticate_again(presented, now, &mut last)
+                .map(|key| key.index);
+            let fresh = table.authenticate(presented, now).map(|key| key.index);
+            assert_eq!(again, fresh, "{}", String::from_utf8_lossy(presented));
+            // A valid key is kept exactly as presented; an unknown one leaves nothing kept.
+            match fresh {
+                Ok(index) => {
+                    assert_eq!(last.index, Some(index));
+                    assert_eq!(last.secret, presented);
+                }
+                Err(AuthError::Unknown) => {
+                    assert_eq!(last.index, None);
+                    assert!(last.secret.is_empty());
+                }
+                Err(_) => {}
+            }
         }
     }
 

@@ -107,6 +107,9 @@ pub(super) struct ClientConn {
     pub(super) body_done: bool,
     /// The authenticated client key of the current request (table position).
     pub(super) key: Option<u32>,
+    /// The secret the last request authenticated with: a keep-alive connection presents the
+    /// same one every time, and is then not hashed again.
+    last_key: keys::LastKey,
     /// When the current exchange started: the one clock reading the single-write steps of a
     /// small exchange share, instead of reading the clock for each of them.
     pub(super) started: Instant,
@@ -132,6 +135,7 @@ impl ClientConn {
             response_started: false,
             body_done: true,
             key: None,
+            last_key: keys::LastKey::default(),
             started: Instant::now(),
             count_tokens: false,
             usage: None,
@@ -205,7 +209,10 @@ impl ClientConn {
             true => None,
             false => {
                 let presented = keys::presented(head).map_err(Error::Unauthorized)?;
-                let key = shard.keys.authenticate(presented, shard.clock.now());
+                let now = shard.clock.now();
+                let key = shard
+                    .keys
+                    .authenticate_again(presented, now, &mut self.last_key);
                 let key = key.map_err(Error::Unauthorized)?;
                 // Counters change only on the owner: the connection goes there, once.
                 if key.owner != shard.id {

@@ -1,5 +1,6 @@
 //! Small I/O steps shared by the connection driver: reading onto the end of a buffer, and
-//! writing an owned buffer, each bounded by a deadline.
+//! writing an owned buffer, each bounded by a deadline (kept by the shard's sweeper, see
+//! [`super::deadline`], not by a timer per operation).
 
 use std::io;
 
@@ -8,6 +9,8 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
+
+use super::deadline::within;
 
 /// How a bounded read ended.
 pub(super) enum ReadOutcome {
@@ -32,8 +35,8 @@ pub(super) async fn read_into(
     let mut owned = std::mem::take(buf);
     owned.reserve(reserve);
     let len = owned.len();
-    let read = monoio::time::timeout_at(deadline, stream.read(owned.slice_mut(len..))).await;
-    let Ok((result, slice)) = read else {
+    let read = within(deadline, stream.read(owned.slice_mut(len..))).await;
+    let Some((result, slice)) = read else {
         return Ok(ReadOutcome::TimedOut);
     };
     *buf = slice.into_inner();
@@ -49,10 +52,10 @@ pub(super) async fn write_all<T: IoBuf + 'static>(
     data: T,
     deadline: Instant,
 ) -> io::Result<T> {
-    match monoio::time::timeout_at(deadline, stream.write_all(data)).await {
-        Ok((Ok(_), data)) => Ok(data),
-        Ok((Err(err), _)) => Err(err),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    match within(deadline, stream.write_all(data)).await {
+        Some((Ok(_), data)) => Ok(data),
+        Some((Err(err), _)) => Err(err),
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
     }
 }
 

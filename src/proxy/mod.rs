@@ -9,6 +9,7 @@
 mod admit;
 mod budget;
 mod conn;
+mod deadline;
 mod error;
 mod forward;
 mod io;
@@ -19,6 +20,7 @@ mod trace;
 mod upstream;
 
 pub use conn::{serve, serve_with};
+pub(crate) use deadline::clear as clear_deadlines;
 pub use error::{write_error_response, Error, Side};
 pub use route::{has_dot_segment, Route, Router};
 

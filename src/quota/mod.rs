@@ -12,6 +12,7 @@ mod gcra;
 pub mod journal;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 pub use clock::{civil_from_days, days_from_civil, Clock, Window, SECOND};
 pub use counters::{Budget, Counters, Exceeded, Grant, Hold, Refusal, WindowCount};
@@ -57,13 +58,43 @@ static FRESH: Counters = Counters {
 /// appear on first use, so idle keys cost nothing here.
 #[derive(Debug, Default)]
 pub struct QuotaBook {
-    keys: HashMap<u32, Counters>,
-    tenants: HashMap<u32, Counters>,
+    keys: HashMap<u32, Counters, Positions>,
+    tenants: HashMap<u32, Counters, Positions>,
     /// Principals changed since the last [`QuotaBook::take_changes`], with repeats.
     changed: Vec<(bool, u32)>,
     /// Set instead of `changed` once that list would outgrow the book itself.
     all_changed: bool,
 }
+
+/// Hashes a key's or tenant's position in the [`KeyTable`] with one multiplication.
+///
+/// The positions are numbers the gateway assigned in config order, not values a client
+/// makes up, so SipHash's defence against chosen keys buys nothing here, and the book is
+/// looked up several times per request. Multiplying by an odd constant maps distinct low
+/// bits to distinct low bits (the table's bucket index) and mixes the high bits (its tag).
+#[derive(Debug, Default, Clone, Copy)]
+struct PositionHasher(u64);
+
+impl Hasher for PositionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(MIX);
+        }
+    }
+
+    fn write_u32(&mut self, position: u32) {
+        self.0 = (self.0 ^ u64::from(position)).wrapping_mul(MIX);
+    }
+}
+
+/// 2^64 divided by the golden ratio, odd: Fibonacci hashing's multiplier.
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+type Positions = BuildHasherDefault<PositionHasher>;
 
 impl QuotaBook {
     /// Admits one request of `key` reserving `tokens` at `now`, or says why not and for how
@@ -179,37 +210,15 @@ impl QuotaBook {
         changes
     }
 
-    /// The key's tightest request budget, for response headers.
-    pub fn tightest(&self, key: &ClientKey, now: u64) -> Option<Budget> {
-        self.keys
-            .get(&key.index)
-            .unwrap_or(&FRESH)
-            .tightest(&key.limits, now)
-    }
-
-    /// The key's tokens-per-minute budget, for response headers.
-    pub fn tokens_budget(&self, key: &ClientKey, now: u64) -> Option<Budget> {
-        self.keys
-            .get(&key.index)
-            .unwrap_or(&FRESH)
-            .tokens_budget(&key.limits, now)
+    /// The key's counters as they stand, fresh ones when it was never used here: its
+    /// budgets for response headers come from them.
+    pub fn counters(&self, key: &ClientKey) -> &Counters {
+        self.keys.get(&key.index).unwrap_or(&FRESH)
     }
 
     /// The counters of a key, if it was ever used here.
     pub fn key_counters(&self, index: u32) -> Option<&Counters> {
         self.keys.get(&index)
-    }
-
-    /// Every request budget of a key, for `RateLimit-Policy` and `RateLimit`.
-    pub fn budgets<'a>(
-        &'a self,
-        key: &'a ClientKey,
-        now: u64,
-    ) -> impl Iterator<Item = Budget> + 'a {
-        self.keys
-            .get(&key.index)
-            .unwrap_or(&FRESH)
-            .budgets(&key.limits, now)
     }
 
     /// Counters worth persisting: (is tenant, position, counters).
@@ -306,6 +315,18 @@ quota = { per_hour = 2 }
 
     fn key_counters(book: &QuotaBook, key: &ClientKey) -> Counters {
         book.key_counters(key.index).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn positions_spread_over_buckets_and_tags() {
+        use std::hash::BuildHasher;
+        let hash = |position: u32| Positions::default().hash_one(position);
+        // Consecutive positions never share a bucket of a table of 1024 or fewer...
+        let buckets: std::collections::HashSet<u64> = (0..1024).map(|p| hash(p) & 1023).collect();
+        assert_eq!(buckets.len(), 1024);
+        // ...and the top 7 bits, which tell entries of one group apart, take every value.
+        let tags: std::collections::HashSet<u64> = (0..1024).map(|p| hash(p) >> 57).collect();
+        assert_eq!(tags.len(), 128);
     }
 
     #[test]
@@ -422,7 +443,7 @@ quota = { per_hour = 2 }
         let refused = book.admit(&table, solo, T0, 0).unwrap_err();
         assert_eq!(refused.exceeded, Exceeded::Quota(Window::Hour));
         assert!(book.entries().all(|(tenant, _, _)| !tenant));
-        let budget = book.tightest(solo, T0).unwrap();
+        let budget = book.counters(solo).tightest(&solo.limits, T0).unwrap();
         assert_eq!(
             (budget.name, budget.limit, budget.remaining),
             ("hour", 2, 0)

@@ -48,12 +48,12 @@ where
                     .uring_builder(ring)
                     .enable_timer()
                     .build()
-                    .map(|mut runtime| runtime.block_on(task(driver)))
+                    .map(|mut runtime| finish(runtime.block_on(task(driver))))
             }
             Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                 .enable_timer()
                 .build()
-                .map(|mut runtime| runtime.block_on(task(driver))),
+                .map(|mut runtime| finish(runtime.block_on(task(driver)))),
         };
         match result {
             Ok(output) => return Ok((driver, output)),
@@ -61,6 +61,13 @@ where
         }
     }
     Err(last_error.unwrap_or_else(|| io::Error::other("no driver configured")))
+}
+
+/// Lets go of the shard's waiting socket deadlines once its runtime stopped, so the tasks
+/// still waiting go with the runtime.
+fn finish<T>(output: T) -> T {
+    crate::proxy::clear_deadlines();
+    output
 }
 
 /// What to change when io_uring cannot start, given the error it gave.
