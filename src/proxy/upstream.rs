@@ -5,6 +5,7 @@ use bytes::{Buf, BytesMut};
 use monoio::time::Instant;
 
 use super::conn::ClientConn;
+use super::deadline;
 use super::io::{self, ReadOutcome};
 use super::request_body::RequestBody;
 use super::{Error, MAX_UPSTREAM_HEAD_BYTES};
@@ -13,8 +14,8 @@ use crate::http::{FieldFlags, HeadWriter, Method, RequestHead, ResponseHead, Ver
 use crate::net::UpstreamConn;
 use crate::upstream::{Lease, Outcome, Upstream};
 
-/// How long a response head may take before the gateway starts watching for the client
-/// leaving.
+/// How long after an exchange starts the gateway begins watching for the client leaving,
+/// when it is still waiting (for a response head, or for a key).
 const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A request delivered upstream, and the head of its response.
@@ -181,9 +182,12 @@ impl ClientConn {
         F: std::future::Future<Output = T>,
     {
         let mut work = std::pin::pin!(work);
-        // Most waits end within a few milliseconds: only a longer one is worth a readiness
-        // poll on the client socket, which costs an io_uring operation armed and cancelled.
-        if let Ok(done) = monoio::time::timeout(WATCH_CLIENT_AFTER, &mut work).await {
+        // Most exchanges end within a few milliseconds: only a longer wait is worth a
+        // readiness poll on the client socket, which costs an io_uring operation armed and
+        // cancelled. The grace period runs from the exchange's start (no clock read), on the
+        // shard's deadline table (no timer-wheel entry).
+        let watch_from = self.started + WATCH_CLIENT_AFTER;
+        if let Some(done) = deadline::within(watch_from, &mut work).await {
             return Ok(done);
         }
         // A client that already sent more is plainly still there.
