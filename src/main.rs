@@ -176,6 +176,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         pools: gateway.pools.clone(),
         token: admin_token,
         draining: AtomicBool::new(false),
+        access_log: gateway.access_log_stats(),
     });
     release_free_memory();
     tracing::info!(

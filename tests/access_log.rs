@@ -312,3 +312,45 @@ fn wait_for_line(path: &Path, needle: &str) {
         needle,
     );
 }
+
+#[test]
+fn metrics_count_the_records_written_and_dropped() {
+    let mock = start_mock(&[]);
+    let config =
+        format!(
+        "{}[[upstream]]\nname = \"mock\"\nprovider = \"openai\"\nendpoints = [\"http://{}\"]\n\n{}",
+        gateway_section(1, "access_log = \"access.log\"\nadmin_listen = \"127.0.0.1:0\""),
+        mock.addr,
+        route_section("/", None, "mock")
+    );
+    let gateway = Gateway::start(&config);
+    for _ in 0..3 {
+        assert_eq!(
+            roundtrip(gateway.addr(), &chat("/v1/chat/completions", "none")).status,
+            200
+        );
+    }
+    let admin: SocketAddr = gateway
+        .process
+        .log_lines()
+        .iter()
+        .find_map(|line| {
+            line.split("admin API on ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the admin address in the log");
+    let metric = |name: &str| -> Option<u64> {
+        let text = roundtrip(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").body_text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
+    };
+    wait_for(
+        || metric("keygate_access_log_records_total") == Some(3),
+        "3 records written",
+    );
+    assert_eq!(metric("keygate_access_log_dropped_total"), Some(0));
+}

@@ -17,7 +17,7 @@ mod time;
 mod writer;
 
 pub use record::{Record, RequestId, RequestIds, MAX_PATH_BYTES};
-pub use shard::{ShardLog, WARN_EVERY_MS};
+pub use shard::{ShardLog, Stats, WARN_EVERY_MS};
 pub use time::{format_timestamp, parse_timestamp, TIMESTAMP_LEN};
 pub use writer::{
     AccessLog, Options, DEFAULT_BATCH_BYTES, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_QUEUE_BATCHES,

@@ -139,9 +139,9 @@ impl Batch {
     }
 }
 
-/// Counters shared by the shards and the writer.
+/// Counters shared by the shards and the writer: records written and dropped.
 #[derive(Debug)]
-pub(super) struct Stats {
+pub struct Stats {
     dropped: AtomicU64,
     written: AtomicU64,
     next_warning_ms: AtomicU64,
@@ -149,7 +149,7 @@ pub(super) struct Stats {
 }
 
 impl Stats {
-    pub fn new() -> Stats {
+    pub(super) fn new() -> Stats {
         Stats {
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -159,7 +159,7 @@ impl Stats {
     }
 
     /// Counts `records` that will never reach the file, and says so, rate-limited.
-    pub fn lost(&self, records: u64, why: &'static str) {
+    pub(super) fn lost(&self, records: u64, why: &'static str) {
         let dropped = self.dropped.fetch_add(records, Ordering::Relaxed) + records;
         let now_ms = self.started.elapsed().as_millis() as u64;
         if self.warning_due(now_ms) {
@@ -168,14 +168,16 @@ impl Stats {
     }
 
     /// Counts records that reached the file.
-    pub fn wrote(&self, records: u64) {
+    pub(super) fn wrote(&self, records: u64) {
         self.written.fetch_add(records, Ordering::Relaxed);
     }
 
+    /// Records that will never reach the file.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Records that reached the file.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }

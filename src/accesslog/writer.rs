@@ -105,6 +105,11 @@ impl AccessLog {
         })
     }
 
+    /// The log's counters, for metrics: readable from any thread.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
     /// A handle for one shard. Each shard needs its own; they all feed this log.
     pub fn shard_log(&self) -> ShardLog {
         ShardLog::new(

@@ -73,7 +73,7 @@ pub(super) fn render(state: &AdminState, now: u64) -> String {
         ),
         (
             "keygate_upstream_key_refused_total",
-            "401 and 403 answers a provider key received (each disables it).",
+            "401 and 403 answers a provider key received.",
             PoolKey::refused,
         ),
     ];
@@ -88,6 +88,25 @@ pub(super) fn render(state: &AdminState, now: u64) -> String {
                 read(&pool.keys()[index]) as f64,
             );
         }
+    }
+
+    if let Some(log) = &state.access_log {
+        let written = "keygate_access_log_records_total";
+        family(
+            &mut out,
+            written,
+            "counter",
+            "Access log records written to the file.",
+        );
+        let _ = writeln!(out, "{written} {}", log.written());
+        let dropped = "keygate_access_log_dropped_total";
+        family(
+            &mut out,
+            dropped,
+            "counter",
+            "Access log records dropped: the writer fell behind, or the file failed.",
+        );
+        let _ = writeln!(out, "{dropped} {}", log.dropped());
     }
     out
 }

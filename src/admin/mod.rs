@@ -47,6 +47,8 @@ pub struct AdminState {
     pub token: Option<Box<[u8]>>,
     /// Set once the gateway drains: `/readyz` says 503 from then on.
     pub draining: AtomicBool,
+    /// The access log's counters, when one is kept.
+    pub access_log: Option<Arc<crate::accesslog::Stats>>,
 }
 
 /// The running admin listener.

@@ -92,6 +92,11 @@ impl Gateway {
         let _ = self.shutdown.send(true);
     }
 
+    /// The access log's counters, when one is kept.
+    pub fn access_log_stats(&self) -> Option<Arc<crate::accesslog::Stats>> {
+        self.access_log.as_ref().map(AccessLog::stats)
+    }
+
     /// Starts a new access log file at the configured path (after logrotate moved the old
     /// one away): for SIGUSR1.
     pub fn reopen_access_log(&self) {
