@@ -612,20 +612,22 @@ fn a_body_larger_than_retry_body_max_is_not_retried() {
     assert_eq!(provider.times_of("sk-a").len(), 1);
 }
 
-#[test]
-fn a_request_may_wait_for_a_key_to_come_back() {
-    let provider = FakeProvider::start(|_, n, _| match n {
-        0 => throttled(&[("retry-after", "1")]),
+/// A pool of one key that the provider refuses the first time for `retry_after` seconds and
+/// accepts from then on, in front of a gateway whose requests wait up to `key_wait`.
+fn waiting_for_one_key(retry_after: &'static str, key_wait: &str) -> (FakeProvider, Gateway) {
+    let provider = FakeProvider::start(move |_, n, _| match n {
+        0 => throttled(&[("retry-after", retry_after)]),
         _ => ok(),
     });
-    let upstream = pool_upstream(
-        "up",
-        "openai",
-        provider.addr(),
-        "key_wait = \"3s\"",
-        &[("a", "sk-a")],
-    );
+    let extra = format!("key_wait = \"{key_wait}\"");
+    let upstream = pool_upstream("up", "openai", provider.addr(), &extra, &[("a", "sk-a")]);
     let gateway = start(1, "", &upstream);
+    (provider, gateway)
+}
+
+#[test]
+fn a_request_may_wait_for_a_key_to_come_back() {
+    let (provider, gateway) = waiting_for_one_key("1", "3s");
     let started = Instant::now();
     let response = post(gateway.addr());
     assert_eq!(response.status, 200, "{}", response.raw_head);
@@ -734,18 +736,7 @@ fn key_states_survive_a_restart() {
 
 #[test]
 fn a_client_that_leaves_while_waiting_for_a_key_is_not_sent_upstream() {
-    let provider = FakeProvider::start(|_, n, _| match n {
-        0 => throttled(&[("retry-after", "2")]),
-        _ => ok(),
-    });
-    let upstream = pool_upstream(
-        "up",
-        "openai",
-        provider.addr(),
-        "key_wait = \"5s\"",
-        &[("a", "sk-a")],
-    );
-    let gateway = start(1, "", &upstream);
+    let (provider, gateway) = waiting_for_one_key("2", "5s");
     // The first request cools the only key and then waits for it.
     let body = r#"{"model":"m"}"#;
     let request = format!(

@@ -325,12 +325,7 @@ impl ClientConn {
         }
         let body = conn.buf.split_to(length);
         if head.keep_alive && conn.buf.is_empty() {
-            conn.reused = true;
-            conn.fields = head.fields;
-            upstream.endpoints[endpoint]
-                .pool
-                .borrow_mut()
-                .put(conn, Instant::now());
+            upstream.keep_alive(endpoint, conn, head.fields);
         }
         Ok(Some(body))
     }

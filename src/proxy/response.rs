@@ -124,12 +124,7 @@ impl ClientConn {
         }
         // Only a connection whose response ended exactly where its framing said can be reused.
         if complete && head.keep_alive && conn.buf.is_empty() {
-            conn.reused = true;
-            conn.fields = head.fields;
-            upstream.endpoints[endpoint]
-                .pool
-                .borrow_mut()
-                .put(conn, Instant::now());
+            upstream.keep_alive(endpoint, conn, head.fields);
         }
         Ok(keep_alive)
     }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use monoio::time::Instant;
 
 use crate::config;
-use crate::net::Pool;
+use crate::http::Field;
+use crate::net::{Pool, UpstreamConn};
 
 pub mod keys;
 pub mod learn;
@@ -99,6 +100,17 @@ impl Upstream {
         self.keys
             .as_ref()
             .is_some_and(|(pool, _)| pool.counts_tokens())
+    }
+
+    /// Puts a connection whose exchange ended exactly where its framing said back in the
+    /// pool of endpoint `endpoint`, with the response's field storage for the next one.
+    pub fn keep_alive(&self, endpoint: usize, mut conn: UpstreamConn, fields: Vec<Field>) {
+        conn.reused = true;
+        conn.fields = fields;
+        self.endpoints[endpoint]
+            .pool
+            .borrow_mut()
+            .put(conn, Instant::now());
     }
 
     /// Counts a request in the retry budget.
