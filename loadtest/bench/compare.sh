@@ -22,8 +22,8 @@
 #        haproxy  `nbthread` WORKERS, `mode http`, keep-alive on both sides (`http-reuse
 #                 always`), `option forwardfor`
 #      Fairness: the same worker count, keep-alive to the client and to the mock for all,
-#      each proxy adds X-Forwarded-For (keygate always does), access logs off for all
-#      (ACCESS_LOG=1 turns them on for all; see below).
+#      each proxy adds X-Forwarded-For (keygate always does), access logs on for all, each
+#      to a file (ACCESS_LOG=0 turns them off for all).
 #   3. Runs `loadtest run --connections CONNECTIONS --threads THREADS --duration DURATION
 #      --warmup 1s` against every target, in turn, for ROUNDS rounds, all with the same
 #      requests: POST /v1/chat/completions with `Authorization: Bearer <key>`, the key drawn
@@ -59,8 +59,7 @@
 #                       generator's own CPU cost (see the agreement check in benchmarks.md)
 #   WRK=1               also run wrk against the mock each round (agreement check)
 #   RECORD=1            append the result to docs/benchmarks.md
-#   ACCESS_LOG=0        1: access logs on for every proxy. keygate's access log is not
-#                       written yet: see the ACCESS LOG mark below.
+#   ACCESS_LOG=1        0: access logs off for every proxy.
 #   BUILD=1, KEEP=DIR, QUIET_WAIT=300, FOREIGN_MAX=10 (as in proxy-compare.sh)
 set -euo pipefail
 
@@ -77,7 +76,7 @@ RATE=${RATE:-}
 TARGETS=${TARGETS:-"mock keygate nginx haproxy"}
 WRK=${WRK:-1}
 RECORD=${RECORD:-1}
-ACCESS_LOG=${ACCESS_LOG:-0}
+ACCESS_LOG=${ACCESS_LOG:-1}
 BUILD=${BUILD:-1}
 KEEP=${KEEP:-}
 QUIET_WAIT=${QUIET_WAIT:-300}
@@ -226,15 +225,10 @@ tuning = "$repo/tuning/local.toml"
 state_dir = "state"
 drain_timeout = "1s"
 EOF
-    # ---- ACCESS LOG ---------------------------------------------------------------------
-    # keygate accepts `access_log` but does not write it yet (docs/config.md). Once it does,
-    # ACCESS_LOG=1 measures it here, as the nginx and HAProxy logs below; until then keygate
-    # pays nothing for it and the comparison with ACCESS_LOG=1 favours keygate.
+    # The access log, as the nginx and HAProxy logs below.
     if [ "$ACCESS_LOG" = 1 ]; then
         echo "access_log = \"$dir/access.log\"" >>"$dir/keygate.toml"
-        echo "NOTE: keygate does not write its access log yet; nginx and haproxy do" >&2
     fi
-    # -------------------------------------------------------------------------------------
     cat >>"$dir/keygate.toml" <<EOF
 
 [[upstream]]
