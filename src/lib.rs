@@ -9,6 +9,7 @@
 //! - [`upstream`]: upstream groups on a shard: endpoint choice and health; provider key
 //!   pools shared by all shards, what responses say about a key, key states on disk.
 //! - [`admin`]: the admin listener: health, readiness, metrics, the admin API.
+//! - [`metrics`]: request counts and durations, counted per shard, published once a second.
 //! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
 //! - [`quota`]: rate, calendar quotas, concurrency and token budgets; their journal.
 //! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
@@ -25,6 +26,7 @@ pub mod ai;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod quota;

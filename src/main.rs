@@ -171,12 +171,21 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
     let admin_listen = config.gateway.admin_listen;
     let admin_token = admin_token(config.gateway.admin_token_env.as_deref());
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| r.path_prefix.clone())
+        .collect();
+    let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
     let gateway = keygate::shard::start(config).context("cannot start")?;
     let admin_state = Arc::new(AdminState {
         pools: gateway.pools.clone(),
         token: admin_token,
         draining: AtomicBool::new(false),
         access_log: gateway.access_log_stats(),
+        shards: gateway.metrics.clone(),
+        routes,
+        tenants,
     });
     release_free_memory();
     tracing::info!(

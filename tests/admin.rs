@@ -226,3 +226,98 @@ fn readiness_turns_503_while_draining() {
     assert_eq!(slow.join().unwrap(), 200, "the in-flight request finished");
     assert!(gateway.process.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+#[test]
+fn request_metrics_move_as_traffic_flows() {
+    let mock = start_mock(&[]);
+    let config = format!(
+        "{}[[upstream]]\nname = \"llm\"\nprovider = \"openai\"\nendpoints = [\"http://{}\"]\n\n{}\
+         [[tenant]]\nname = \"acme\"\n\n\
+         [[client_key]]\nid = \"app\"\ntenant = \"acme\"\nsecret = \"kg-app\"\nrate = \"1/m\"\nburst = 3\n",
+        gateway_section(2, "admin_listen = \"127.0.0.1:0\""),
+        mock.addr,
+        route_section("/v1/", None, "llm")
+    );
+    let gateway = Gateway::start(&config);
+    let admin = admin_addr(&gateway);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
+    let chat = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer kg-app\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| roundtrip(gateway.addr(), chat.as_bytes()).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let nowhere = "GET /elsewhere HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer kg-app\r\n\r\n";
+    assert_eq!(roundtrip(gateway.addr(), nowhere.as_bytes()).status, 404);
+
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    // Shards hand their counts over once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = get(admin, "/metrics", None).body_text();
+        if value(
+            &text,
+            "keygate_requests_total{route=\"/v1/\",status_class=\"2xx\"}",
+        ) == Some(3.0)
+            && value(
+                &text,
+                "keygate_requests_total{route=\"none\",status_class=\"4xx\"}",
+            ) == Some(1.0)
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never caught up:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        value(
+            &text,
+            "keygate_requests_total{route=\"/v1/\",status_class=\"4xx\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "keygate_quota_rejections_total{reason=\"rate\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "keygate_quota_rejections_total{reason=\"concurrency\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "keygate_request_duration_seconds_count{route=\"/v1/\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "keygate_request_duration_seconds_bucket{route=\"/v1/\",le=\"+Inf\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "keygate_tenant_tokens_total{tenant=\"acme\",kind=\"completion\"}"
+        ),
+        Some(12.0)
+    );
+    assert!(text.contains("# TYPE keygate_request_duration_seconds histogram"));
+    assert!(!text.contains("kg-app\""), "a secret in the metrics");
+    assert!(!text.contains("elsewhere"), "a raw path became a label");
+}

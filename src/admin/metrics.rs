@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::AdminState;
+use crate::metrics::{DURATION_BUCKETS, REJECTION_REASONS};
 use crate::quota::SECOND;
 use crate::upstream::{KeyPool, KeyStatus, PoolKey};
 
@@ -90,6 +91,8 @@ pub(super) fn render(state: &AdminState, now: u64) -> String {
         }
     }
 
+    requests(&mut out, state);
+
     if let Some(log) = &state.access_log {
         let written = "keygate_access_log_records_total";
         family(
@@ -122,4 +125,120 @@ fn sample(out: &mut String, name: &str, pool: &KeyPool, index: usize, value: f64
         "{name}{{upstream=\"{}\",key=\"{key}\"}} {value}",
         pool.upstream
     );
+}
+
+/// The request metrics of every shard, added up.
+fn requests(out: &mut String, state: &AdminState) {
+    let mut shards = state.shards.iter().map(|shard| {
+        shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    });
+    let Some(mut total) = shards.next() else {
+        return;
+    };
+    let mut connections = vec![total.connections];
+    for counts in shards {
+        connections.push(counts.connections);
+        total.add(&counts);
+    }
+    let route = |index: usize| -> String {
+        state
+            .routes
+            .get(index)
+            .map_or_else(|| "none".to_string(), |prefix| escape(prefix))
+    };
+
+    let name = "keygate_requests_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Requests answered, by route (path_prefix) and status class.",
+    );
+    for (index, classes) in total.requests.iter().enumerate() {
+        for (class, count) in classes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",status_class=\"{}xx\"}} {count}",
+                route(index),
+                class + 1
+            );
+        }
+    }
+
+    let name = "keygate_request_duration_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Time from a request's head to its response's last byte, by route.",
+    );
+    for (index, histogram) in total.durations.iter().enumerate() {
+        let label = route(index);
+        for bound in DURATION_BUCKETS {
+            let count = histogram.count_between(0, (bound * 1e6) as u64);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{label}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let count = histogram.len();
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{route=\"{label}\",le=\"+Inf\"}} {count}"
+        );
+        // The histogram keeps values, not their exact sum: mean times count.
+        let sum = histogram.mean() * count as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{route=\"{label}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{route=\"{label}\"}} {count}");
+    }
+
+    let name = "keygate_quota_rejections_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Requests a client key's (or tenant's) limits refused, by reason.",
+    );
+    for (reason, count) in REJECTION_REASONS.iter().zip(total.rejections) {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
+
+    let name = "keygate_tenant_tokens_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Tokens the providers reported, by tenant (empty: keys without one) and kind.",
+    );
+    for (index, [prompt, completion]) in total.tokens.iter().enumerate() {
+        let tenant = state
+            .tenants
+            .get(index)
+            .map_or(String::new(), |t| escape(t));
+        let _ = writeln!(
+            out,
+            "{name}{{tenant=\"{tenant}\",kind=\"prompt\"}} {prompt}"
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{tenant=\"{tenant}\",kind=\"completion\"}} {completion}"
+        );
+    }
+
+    let name = "keygate_connections";
+    family(out, name, "gauge", "Client connections open, by shard.");
+    for (shard, open) in connections.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {open}");
+    }
+}
+
+/// A label value as the text format needs it: backslash, quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

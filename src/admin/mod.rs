@@ -49,6 +49,12 @@ pub struct AdminState {
     pub draining: AtomicBool,
     /// The access log's counters, when one is kept.
     pub access_log: Option<Arc<crate::accesslog::Stats>>,
+    /// Each shard's published request metrics.
+    pub shards: Vec<Arc<std::sync::Mutex<crate::metrics::Counts>>>,
+    /// Route labels (`path_prefix`), in config order.
+    pub routes: Vec<String>,
+    /// Tenant names, in config order.
+    pub tenants: Vec<String>,
 }
 
 /// The running admin listener.

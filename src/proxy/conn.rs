@@ -43,7 +43,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
                 conn.begin_trace();
                 conn.answer_error(&error, true).await;
                 conn.trace.failed(&error, true);
-                conn.log_exchange(None);
+                conn.finish_exchange(None);
                 break;
             }
         };
@@ -52,7 +52,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
         let result = conn.exchange(&head).await;
         let keep_alive = match result {
             Ok(Flow::Continue(keep_alive)) => {
-                conn.log_exchange(Some(&head));
+                conn.finish_exchange(Some(&head));
                 keep_alive
             }
             Ok(Flow::HandOff(owner)) => {
@@ -71,7 +71,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
                     conn.answer_error(&error, !reusable).await;
                 }
                 conn.trace.failed(&error, answered);
-                conn.log_exchange(Some(&head));
+                conn.finish_exchange(Some(&head));
                 conn.key = None;
                 reusable
             }
@@ -255,8 +255,10 @@ impl ClientConn {
             true => facts.reservation(shard.limits.default_max_tokens),
             false => 0,
         };
-        // The access log reports the usage of every call, so it is read whenever one is kept.
-        self.count_tokens |= pool_counts_tokens || shard.access.is_some();
+        // The usage is read whenever something reports it: a token budget (of the key or a
+        // provider key), the access log, or the metrics of tokens per tenant, which count
+        // every call with a client key.
+        self.count_tokens |= pool_counts_tokens || shard.access.is_some() || key.is_some();
 
         let forwarded = self
             .forward(&shard, route.upstream, head, &body, tokens)

@@ -7,6 +7,8 @@ use super::conn::ClientConn;
 use super::Error;
 use crate::accesslog::{Record, RequestId};
 use crate::http::RequestHead;
+use crate::metrics;
+use crate::quota::Exceeded;
 
 /// The status logged for a client that left before any response head reached it (nginx's
 /// convention; never sent).
@@ -34,6 +36,8 @@ pub(super) struct Trace {
     pub(super) head_bytes: u64,
     pub(super) retries: u32,
     pub(super) error: Option<&'static str>,
+    /// The client key's limit that refused the request, if one did.
+    pub(super) rejected: Option<Exceeded>,
 }
 
 impl Trace {
@@ -52,11 +56,15 @@ impl Trace {
             head_bytes: 0,
             retries: 0,
             error: None,
+            rejected: None,
         }
     }
 
     /// Notes the error that ended the exchange, and the status it was answered with.
     pub(super) fn failed(&mut self, error: &Error, answered: bool) {
+        if let Error::Limited(refusal) = error {
+            self.rejected = Some(refusal.exceeded);
+        }
         match error.status() {
             Some((status, code, _)) => {
                 self.error = Some(code);
@@ -87,13 +95,23 @@ impl ClientConn {
         self.trace = Trace::new(shard.request_ids.next_id(), ts);
     }
 
-    /// Writes the current exchange's record, when an access log is configured. `head` is
-    /// `None` for a request whose head could not be read.
-    pub(super) fn log_exchange(&self, head: Option<&RequestHead>) {
+    /// Counts the current exchange in the shard's metrics and writes its access log record,
+    /// when one is kept. `head` is `None` for a request whose head could not be read.
+    pub(super) fn finish_exchange(&self, head: Option<&RequestHead>) {
         let shard = &self.shard;
-        let Some(access) = &shard.access else { return };
         let trace = &self.trace;
         let key = self.key.map(|index| shard.keys.key(index));
+        let duration_us = self.started.elapsed().as_micros() as u64;
+        let usage = self.usage;
+        shard.metrics.record(&metrics::Exchange {
+            route: trace.route,
+            status: trace.status,
+            duration_us,
+            rejected: trace.rejected,
+            tenant: key.and_then(|key| key.tenant),
+            tokens: usage.map(|usage| (usage.prompt_tokens, usage.completion_tokens)),
+        });
+        let Some(access) = &shard.access else { return };
         let tenant = key
             .and_then(|key| key.tenant)
             .map(|index| &*shard.keys.tenant(index).name);
@@ -105,7 +123,6 @@ impl ClientConn {
         let route = trace
             .route
             .and_then(|index| std::str::from_utf8(shard.router.prefix(index)).ok());
-        let usage = self.usage;
         let record = Record {
             ts: trace.ts,
             request_id: trace.id,
@@ -117,7 +134,7 @@ impl ClientConn {
             upstream: upstream.map(|upstream| upstream.config.name.as_str()),
             upstream_key,
             status: trace.status,
-            latency_us: self.started.elapsed().as_micros() as u64,
+            latency_us: duration_us,
             upstream_latency_us: trace.upstream_latency_us,
             bytes_in: trace.bytes_in,
             bytes_out: trace.written.saturating_sub(trace.head_bytes),

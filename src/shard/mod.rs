@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::accesslog::{RequestIds, ShardLog};
 use crate::config::Config;
 use crate::keys::{owner_of, KeyTable};
+use crate::metrics::ShardMetrics;
 use crate::proxy::{self, Router};
 use crate::quota::journal::{Restored, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
@@ -95,7 +96,12 @@ pub struct Shard {
     pub access: Option<RefCell<ShardLog>>,
     /// Ids for this shard's requests.
     pub request_ids: RequestIds,
+    /// Request counts and durations, handed to the admin listener once a second.
+    pub metrics: ShardMetrics,
 }
+
+/// How often a shard hands its metrics over.
+const METRICS_PUBLISH: Duration = Duration::from_secs(1);
 
 /// How often a shard hands its buffered access log records to the writer.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
@@ -124,6 +130,7 @@ impl Shard {
         shutdown: watch::Receiver<bool>,
         shared: &Shared,
         access: Option<ShardLog>,
+        metrics: ShardMetrics,
     ) -> Self {
         Shard {
             id,
@@ -148,6 +155,7 @@ impl Shard {
             persist_interval: config.gateway.persist_interval,
             access: access.map(RefCell::new),
             request_ids: RequestIds::new(u16::try_from(id).unwrap_or(u16::MAX), shared.started),
+            metrics,
         }
     }
 
@@ -218,6 +226,17 @@ impl Shard {
         }
     }
 
+    /// Hands the metrics over every [`METRICS_PUBLISH`].
+    async fn publish_metrics_periodically(self: Rc<Self>) {
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(METRICS_PUBLISH) => {}
+                _ = self.drain.wait() => return,
+            }
+            self.metrics.publish(self.connections.get());
+        }
+    }
+
     /// Hands the buffered access log records to the writer every [`ACCESS_LOG_FLUSH`], so a
     /// quiet shard's records do not wait for a full batch.
     async fn flush_access_log_periodically(self: Rc<Self>) {
@@ -256,6 +275,7 @@ impl Shard {
         monoio::spawn(Rc::clone(&self).persist_periodically());
         monoio::spawn(Rc::clone(&self).close_idle_upstreams());
         monoio::spawn(Rc::clone(&self).flush_access_log_periodically());
+        monoio::spawn(Rc::clone(&self).publish_metrics_periodically());
         let mut shutdown = self.shutdown.clone();
         let mut pressure = listener::Pressure::default();
         loop {
@@ -293,6 +313,7 @@ impl Shard {
         if let Some(access) = &self.access {
             access.borrow_mut().flush();
         }
+        self.metrics.publish(self.connections.get());
     }
 
     async fn wait_for_connections(&self, timeout: Duration) {

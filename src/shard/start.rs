@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
@@ -13,6 +13,7 @@ use super::{listener, Handoff, Shard, Shared};
 use crate::accesslog::{AccessLog, Options, ShardLog};
 use crate::config::{Config, DriverChoice, Workers};
 use crate::keys::KeyTable;
+use crate::metrics::{Counts, ShardMetrics};
 use crate::quota::journal::{self, StateError, Writer};
 use crate::upstream::persist::{self, Saver};
 use crate::upstream::KeyPool;
@@ -77,6 +78,8 @@ pub struct Gateway {
     pub shards: usize,
     /// The provider key pools of the upstreams that have keys, shared with every shard.
     pub pools: Vec<Arc<KeyPool>>,
+    /// Each shard's published metrics, for the admin listener.
+    pub metrics: Vec<Arc<Mutex<Counts>>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
@@ -177,6 +180,11 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         None => None,
     };
     let mut shard_logs = (0..shards).map(|_| access_log.as_ref().map(AccessLog::shard_log));
+    let (routes, tenants) = (config.routes.len(), config.tenants.len());
+    let (shard_metrics, published): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| ShardMetrics::new(routes, tenants))
+        .unzip();
+    let mut shard_metrics = shard_metrics.into_iter();
     let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
         StateError::Directory {
             path: state_dir.clone(),
@@ -215,6 +223,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
             (config.clone(), shutdown_rx.clone(), ready_tx.clone());
         let (shared, inbox) = (Arc::clone(&shared), receivers.next());
         let access: Option<ShardLog> = shard_logs.next().flatten();
+        let metrics = shard_metrics.next();
         let thread = std::thread::Builder::new()
             .name(format!("keygate-shard-{id}"))
             .spawn(move || {
@@ -230,8 +239,8 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
                     shutdown: shutdown_rx,
                     ready: ready_tx,
                 };
-                if let Some(inbox) = inbox {
-                    run_shard(setup, &config, &shared, inbox, access);
+                if let (Some(inbox), Some(metrics)) = (inbox, metrics) {
+                    run_shard(setup, &config, &shared, inbox, (access, metrics));
                 }
             })
             .map_err(StartError::Spawn)?;
@@ -258,6 +267,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         shutdown,
         threads,
         pools: present,
+        metrics: published,
         writer: Some(writer),
         saver: Some(saver),
         access_log,
@@ -280,7 +290,7 @@ fn run_shard(
     config: &Config,
     shared: &Shared,
     inbox: mpsc::UnboundedReceiver<Handoff>,
-    access: Option<ShardLog>,
+    (access, metrics): (Option<ShardLog>, ShardMetrics),
 ) {
     let ShardSetup {
         id,
@@ -292,13 +302,23 @@ fn run_shard(
     let backlog = i32::try_from(config.tuning.listen_backlog).unwrap_or(i32::MAX);
     let drain_timeout = config.gateway.drain_timeout;
     let mut inbox = Some(inbox);
-    let mut access = Some(access);
+    let mut parts = Some((access, metrics));
     let ran = runtime::block_on(preference, config.tuning.ring_entries, |driver| {
-        let access = access.take().flatten();
-        let shard = Rc::new(Shard::new(id, config, shutdown.clone(), shared, access));
+        // The runtime that starts runs this once; the parts move into its shard.
+        let shard = parts.take().map(|(access, metrics)| {
+            Rc::new(Shard::new(
+                id,
+                config,
+                shutdown.clone(),
+                shared,
+                access,
+                metrics,
+            ))
+        });
         let ready = ready.clone();
         let inbox = inbox.take();
         async move {
+            let Some(shard) = shard else { return };
             let listener = match listener::bind(addr, backlog) {
                 Ok(listener) => listener,
                 Err(source) => {
