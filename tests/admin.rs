@@ -233,7 +233,8 @@ fn request_metrics_move_as_traffic_flows() {
     let config = format!(
         "{}[[upstream]]\nname = \"llm\"\nprovider = \"openai\"\nendpoints = [\"http://{}\"]\n\n{}\
          [[tenant]]\nname = \"acme\"\n\n\
-         [[client_key]]\nid = \"app\"\ntenant = \"acme\"\nsecret = \"kg-app\"\nrate = \"1/m\"\nburst = 3\n",
+         [[client_key]]\nid = \"app\"\ntenant = \"acme\"\nsecret = \"kg-app\"\n\
+         rate = \"1/m\"\nburst = 3\n",
         gateway_section(2, "admin_listen = \"127.0.0.1:0\""),
         mock.addr,
         route_section("/v1/", None, "llm")

@@ -677,7 +677,8 @@ fn a_failure_before_any_response_byte_is_retried_on_another_endpoint() {
     let good = FakeProvider::start(|_, _, _| ok());
     let upstream = format!(
         "[[upstream]]\nname = \"up\"\nprovider = \"openai\"\n\
-         endpoints = [\"http://{}\", \"http://{}\"]\n\n[[upstream.key]]\nid = \"a\"\nsecret = \"sk-a\"\n\n",
+         endpoints = [\"http://{}\", \"http://{}\"]\n\n\
+         [[upstream.key]]\nid = \"a\"\nsecret = \"sk-a\"\n\n",
         closer.addr,
         good.addr()
     );

@@ -18,15 +18,8 @@ dir=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"' EXIT
 
-wait_listening() { # LOG -> prints ADDR
-    for _ in $(seq 200); do
-        addr=$(grep -o 'listening on [0-9.:]*' "$1" | head -1 | cut -d' ' -f3)
-        [ -n "$addr" ] && { echo "$addr"; return; }
-        sleep 0.05
-    done
-    cat "$1" >&2
-    return 1
-}
+# shellcheck source=lib.sh
+. loadtest/bench/lib.sh
 
 "$bin/loadtest" mock --listen 127.0.0.1:0 --workers 1 2>"$dir/mock.log" &
 pids+=($!)

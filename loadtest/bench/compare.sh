@@ -143,41 +143,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port no socket uses, below the ephemeral range so no outgoing connection takes it.
-used_ports=" "
-free_port() {
-    local port low
-    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
-    while :; do
-        port=$((10000 + RANDOM % (low > 12000 ? low - 10000 : 2000)))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if [ -z "$(ss -Htan "sport = :$port")" ]; then
-            used_ports+="$port "
-            echo "$port"
-            return
-        fi
-    done
-}
+# shellcheck source=lib.sh
+. "$repo/loadtest/bench/lib.sh"
 
-# Waits until `url` answers 200 with the first key (process `pid` must stay alive).
-wait_ready() {
-    local name=$1 pid=$2 url=$3
-    for _ in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "$name exited at start; its log:" >&2
-            cat "$tmp/$name.log" >&2 || true
-            exit 1
-        fi
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' \
-            -H "Authorization: Bearer $first_key" "$url" || true)" = 200 ]; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "$name did not answer 200 on $url within 10 s; its log:" >&2
-    cat "$tmp/$name.log" >&2 || true
-    exit 1
-}
+
 
 # --- client keys -------------------------------------------------------------------------
 
@@ -211,7 +180,7 @@ mock_port=$(free_port)
 pids+=($!)
 pid_of[mock]=$!
 url[mock]=127.0.0.1:$mock_port
-wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models"
+wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models" "$first_key"
 
 start_keygate() {
     local port dir=$tmp/keygate
@@ -247,7 +216,7 @@ EOF
     pids+=($!)
     pid_of[keygate]=$!
     url[keygate]=127.0.0.1:$port
-    wait_ready keygate $! "http://127.0.0.1:$port/v1/models"
+    wait_ready keygate $! "http://127.0.0.1:$port/v1/models" "$first_key"
 }
 
 start_nginx() {
@@ -291,7 +260,7 @@ EOF
     pids+=($!)
     pid_of[nginx]=$!
     url[nginx]=127.0.0.1:$port
-    wait_ready nginx $! "http://127.0.0.1:$port/v1/models"
+    wait_ready nginx $! "http://127.0.0.1:$port/v1/models" "$first_key"
 }
 
 start_haproxy() {
@@ -323,7 +292,7 @@ EOF
     pids+=($!)
     pid_of[haproxy]=$!
     url[haproxy]=127.0.0.1:$port
-    wait_ready haproxy $! "http://127.0.0.1:$port/v1/models"
+    wait_ready haproxy $! "http://127.0.0.1:$port/v1/models" "$first_key"
 }
 
 for target in $TARGETS; do

@@ -124,42 +124,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port no socket uses, below the kernel's ephemeral range so that no outgoing connection
-# takes it meanwhile (the start of each server fails loudly if it was taken anyway).
-used_ports=" "
-free_port() {
-    local port low
-    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
-    while :; do
-        port=$((10000 + RANDOM % (low > 12000 ? low - 10000 : 2000)))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if [ -z "$(ss -Htan "sport = :$port")" ]; then
-            used_ports+="$port "
-            echo "$port"
-            return
-        fi
-    done
-}
+# shellcheck source=lib.sh
+. "$repo/loadtest/bench/lib.sh"
 
-# Waits until `url` answers 200 (the process `pid` must stay alive meanwhile).
-wait_ready() {
-    local name=$1 pid=$2 url=$3
-    for _ in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "$name exited at start; its log:" >&2
-            cat "$tmp/$name.log" >&2 || true
-            exit 1
-        fi
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' \
-            -H "Authorization: Bearer $client_key" "$url" || true)" = 200 ]; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "$name did not answer 200 on $url within 10 s; its log:" >&2
-    cat "$tmp/$name.log" >&2 || true
-    exit 1
-}
 
 # --- the servers -------------------------------------------------------------------------
 
@@ -171,7 +138,7 @@ mock_port=$(free_port)
 "$bin/loadtest" mock --listen "127.0.0.1:$mock_port" --workers 1 2>"$tmp/mock.log" &
 pids+=($!)
 pid_of[mock]=$!
-wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models"
+wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models" "$client_key"
 targets+=(mock)
 url[mock]=http://127.0.0.1:$mock_port
 
@@ -212,7 +179,7 @@ EOF
     KEYGATE_LOG=warn "$binary" run --config "$dir/keygate.toml" 2>"$tmp/$name.log" &
     pids+=($!)
     pid_of[$name]=$!
-    wait_ready "$name" $! "http://127.0.0.1:$port/v1/models"
+    wait_ready "$name" $! "http://127.0.0.1:$port/v1/models" "$client_key"
     targets+=("$name")
     url[$name]=http://127.0.0.1:$port
 }
@@ -260,7 +227,7 @@ EOF
         -g 'daemon off;' 2>"$tmp/$name.log" &
     pids+=($!)
     pid_of[$name]=$!
-    wait_ready "$name" $! "http://127.0.0.1:$port/v1/models"
+    wait_ready "$name" $! "http://127.0.0.1:$port/v1/models" "$client_key"
     targets+=("$name")
     url[$name]=http://127.0.0.1:$port
 }

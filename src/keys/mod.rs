@@ -4,8 +4,9 @@
 //! Keys are stored only as SHA-256 digests. A presented key is hashed, looked up by digest
 //! and compared in constant time; the clear key is never logged, and leaves the request head
 //! only into the [`LastKey`] of its own connection, so that the connection's next request
-//! presenting it again is recognised without hashing it again. The table is immutable and shared by all shards; counters live elsewhere
-//! ([`crate::quota`]), on the owning shard only.
+//! presenting it again is recognised without hashing it again. The table is immutable and
+//! shared by all shards; counters live elsewhere ([`crate::quota`]), on the owning shard
+//! only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
