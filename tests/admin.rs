@@ -223,6 +223,20 @@ fn readiness_turns_503_while_draining() {
         thread::sleep(Duration::from_millis(50));
     }
     assert!(drained, "/readyz never said 503 during the drain");
+    // Metrics keep coming during the drain: the request still open shows.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen_open = false;
+    while Instant::now() < deadline && !seen_open {
+        let text = get(admin, "/metrics", None).body_text();
+        seen_open = text
+            .lines()
+            .any(|line| line.starts_with("keygate_connections{") && line.ends_with(" 1"));
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        seen_open,
+        "the open connection never showed in /metrics during the drain"
+    );
     assert_eq!(slow.join().unwrap(), 200, "the in-flight request finished");
     assert!(gateway.process.wait_exit(Duration::from_secs(10)).is_some());
 }
@@ -321,4 +335,41 @@ fn request_metrics_move_as_traffic_flows() {
     assert!(text.contains("# TYPE keygate_request_duration_seconds histogram"));
     assert!(!text.contains("kg-app\""), "a secret in the metrics");
     assert!(!text.contains("elsewhere"), "a raw path became a label");
+}
+
+#[test]
+fn a_client_trickling_its_request_is_cut_off_after_five_seconds() {
+    use std::io::{ErrorKind, Read, Write};
+    let mock = start_mock(&[]);
+    let (_gateway, admin) = start(mock.addr, true);
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let started = Instant::now();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n";
+    let mut closed_after = None;
+    for byte in request.iter().cycle().take(40) {
+        if stream.write_all(&[*byte]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => panic!("answered a request that took longer than allowed"),
+            // Nothing to read yet: keep trickling.
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let closed_after = closed_after.expect("the trickling connection was never closed");
+    assert!(closed_after < Duration::from_secs(8), "{closed_after:?}");
 }

@@ -57,8 +57,14 @@ pub fn parse_timestamp(text: &str) -> Option<u64> {
 
     let days = days_from_civil(year as i64, month as u32, day as u32);
     let secs = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(secs * 1000 + millis)
+    // Later than 2262 would not fit the nanoseconds since the epoch that every clock of
+    // keygate counts in: such a time is not one a gateway wrote.
+    let millis = secs * 1000 + millis;
+    (millis <= LATEST_MILLIS).then_some(millis)
 }
+
+/// The latest time read, in milliseconds since the epoch: `i64::MAX` nanoseconds, in 2262.
+const LATEST_MILLIS: u64 = i64::MAX as u64 / 1_000_000;
 
 /// Writes `value` as decimal digits filling `out`, zero-padded on the left.
 fn digits(out: &mut [u8], mut value: u64) {
@@ -116,14 +122,7 @@ mod tests {
 
     #[test]
     fn parses_what_it_formats_and_nothing_else() {
-        for ms in [
-            0,
-            1,
-            999,
-            951_782_400_999,
-            1_796_400_148_005,
-            18_446_744_073_709,
-        ] {
+        for ms in [0, 1, 999, 951_782_400_999, 1_796_400_148_005, LATEST_MILLIS] {
             let text = format_timestamp(ms * MS);
             let text = std::str::from_utf8(&text).unwrap_or_default();
             assert_eq!(parse_timestamp(text), Some(ms), "{text}");
@@ -132,6 +131,9 @@ mod tests {
             parse_timestamp("2026-12-04T16:02:28Z"),
             Some(1_796_400_148_000)
         );
+        // Beyond 2262 no clock of the gateway's can count.
+        assert_eq!(parse_timestamp("2263-01-01T00:00:00Z"), None);
+        assert_eq!(parse_timestamp("9999-12-31T23:59:59.999Z"), None);
         assert_eq!(
             parse_timestamp("2026-12-04T16:02:28.1234567Z"),
             Some(1_796_400_148_123)

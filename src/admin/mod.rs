@@ -142,6 +142,17 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
 
 /// Reads a request head and a small body. `Ok(None)`: the client left without a request.
 fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>, routes::Answer> {
+    // IO_TIMEOUT bounds the whole request, not each read: a client trickling bytes cannot
+    // hold one of the few admin connections.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let read = |stream: &mut TcpStream, chunk: &mut [u8]| -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        stream.read(chunk)
+    };
     let mut buf = BytesMut::with_capacity(4096);
     let mut fields = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -151,7 +162,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
             Ok(None) => {}
             Err(err) => return Err(routes::Answer::error(400, "bad_request", &err.to_string())),
         }
-        match stream.read(&mut chunk) {
+        match read(stream, &mut chunk) {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => {
                 return Err(routes::Answer::error(
@@ -183,7 +194,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
         }
     };
     while buf.len() < length {
-        match stream.read(&mut chunk) {
+        match read(stream, &mut chunk) {
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }

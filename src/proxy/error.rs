@@ -68,8 +68,12 @@ pub enum Error {
         .0.div_ceil(1_000_000).max(1)
     )]
     KeysExhausted(u64),
-    /// Every provider key of the upstream was refused by the provider and is disabled.
-    #[error("every provider key of this upstream was refused by the provider and is disabled")]
+    /// Every provider key of the upstream is disabled: refused by the provider, or taken out
+    /// of use by an operator.
+    #[error(
+        "every provider key of this upstream is disabled (refused by the provider or by an \
+         operator)"
+    )]
     KeysDisabled,
     /// The provider refused the gateway's key with this status (401 or 403), and no other
     /// key could be tried; the key is now disabled.

@@ -226,13 +226,11 @@ impl Shard {
         }
     }
 
-    /// Hands the metrics over every [`METRICS_PUBLISH`].
+    /// Hands the metrics over every [`METRICS_PUBLISH`], through the drain too (operators
+    /// watch it), until the shard's runtime ends.
     async fn publish_metrics_periodically(self: Rc<Self>) {
         loop {
-            monoio::select! {
-                _ = monoio::time::sleep(METRICS_PUBLISH) => {}
-                _ = self.drain.wait() => return,
-            }
+            monoio::time::sleep(METRICS_PUBLISH).await;
             self.metrics.publish(self.connections.get());
         }
     }
