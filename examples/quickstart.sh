@@ -2,9 +2,9 @@
 # Builds keygate, starts the mock provider and the gateway on examples/quickstart.toml, sends
 # one request that succeeds and then a burst that the client key's rate ("2/s", burst 2)
 # refuses with 429 and the wait it names, and one without a key (401); then uses up the two
-# provider keys (3 requests a
-# minute each at the mock) with a key of no limit of its own, until keygate answers 429
-# keys_temporarily_exhausted with the wait until a provider key is back; and stops both.
+# provider keys (3 requests a minute each at the mock) with a key of no limit of its own,
+# until keygate answers 429 keys_temporarily_exhausted with the wait until a provider key is
+# back; and stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
