@@ -10,11 +10,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod support;
+
+use support::Mock;
 
 /// How long any one `loadtest run` may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -249,49 +253,9 @@ fn a_duration_bounded_open_loop_sends_rate_times_duration() {
     );
 }
 
-/// A running `loadtest mock`, killed when dropped.
-struct Mock {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Mock {
-    fn start() -> Mock {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(["mock", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start loadtest mock");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (found_tx, found_rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on ") {
-                    let rest = &line[at + "listening on ".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = found_tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = found_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the mock logs `listening on ADDR`");
-        Mock { child, addr }
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_mix_of_plain_streamed_and_large_requests_to_the_mock() {
-    let mock = Mock::start();
+    let mock = Mock::start(&[]);
     let args = [
         "--requests",
         "2000",
@@ -304,7 +268,7 @@ fn a_mix_of_plain_streamed_and_large_requests_to_the_mock() {
         "--seed",
         "5",
     ];
-    let summary = summary(&mock.addr, &args);
+    let summary = summary(&mock.addr.to_string(), &args);
     // The mock answers a stream with chunked events: each is read to its last chunk, or the
     // next response on the connection would be malformed.
     assert_eq!(summary["requests"], 2000, "{summary}");

@@ -5,56 +5,19 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
+use support::Mock;
+
 /// How long any one `loadtest run` may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// A running `loadtest mock`, killed when dropped.
-struct Mock {
-    child: Child,
-    addr: String,
-}
-
-impl Mock {
-    fn start() -> Mock {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(["mock", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start loadtest mock");
-        let stderr = child.stderr.take().expect("piped stderr");
-        // Read stderr on a thread, so that a silent mock fails the test instead of hanging it.
-        let (found_tx, found_rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on ") {
-                    let rest = &line[at + "listening on ".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = found_tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = found_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the mock logs `listening on ADDR`");
-        Mock { child, addr }
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `loadtest run --target TARGET --warmup 0s ARGS`, failing the test past `RUN_LIMIT`.
 fn loadtest(target: &str, args: &[&str]) -> Output {
@@ -95,8 +58,11 @@ fn statuses(summary: &Value) -> BTreeMap<String, u64> {
 
 #[test]
 fn two_thousand_requests_to_the_mock() {
-    let mock = Mock::start();
-    let summary = summary(&mock.addr, &["--requests", "2000", "--connections", "16"]);
+    let mock = Mock::start(&[]);
+    let summary = summary(
+        &mock.addr.to_string(),
+        &["--requests", "2000", "--connections", "16"],
+    );
 
     assert_eq!(summary["requests"], 2000);
     assert_eq!(
@@ -126,7 +92,7 @@ fn two_thousand_requests_to_the_mock() {
 
 #[test]
 fn pipelines_closes_chunks_and_statuses() {
-    let mock = Mock::start();
+    let mock = Mock::start(&[]);
     let cases: &[(&[&str], &str)] = &[
         // Every response closes: pipelined requests behind it are sent again elsewhere.
         (&["--pipeline", "4", "--header", "x-mock-close: 1"], "200"),
@@ -137,7 +103,7 @@ fn pipelines_closes_chunks_and_statuses() {
     ];
     for (args, status) in cases {
         let args = [&["--requests", "600", "--connections", "6"], *args].concat();
-        let summary = summary(&mock.addr, &args);
+        let summary = summary(&mock.addr.to_string(), &args);
         assert_eq!(summary["requests"], 600, "{args:?}: {summary}");
         assert_eq!(
             statuses(&summary),
@@ -150,9 +116,9 @@ fn pipelines_closes_chunks_and_statuses() {
 
 #[test]
 fn a_duration_run_records_after_the_warmup() {
-    let mock = Mock::start();
+    let mock = Mock::start(&[]);
     let output = loadtest(
-        &mock.addr,
+        &mock.addr.to_string(),
         &["--duration", "600ms", "--connections", "4", "--json"],
     );
     assert!(output.status.success());
@@ -167,8 +133,11 @@ fn a_duration_run_records_after_the_warmup() {
 
 #[test]
 fn the_text_summary() {
-    let mock = Mock::start();
-    let output = loadtest(&mock.addr, &["--requests", "100", "--keys", "5"]);
+    let mock = Mock::start(&[]);
+    let output = loadtest(
+        &mock.addr.to_string(),
+        &["--requests", "100", "--keys", "5"],
+    );
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     for line in [
