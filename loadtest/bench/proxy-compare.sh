@@ -283,44 +283,8 @@ for request in $REQUESTS; do
     [ -f "$tmp/$request.lua" ] || { echo "unknown request $request (chat, models)" >&2; exit 2; }
 done
 
-# Busy share of all cores over one second, in percent.
-cpu_busy() {
-    local a b
-    read -ra a < <(grep '^cpu ' /proc/stat)
-    sleep 1
-    read -ra b < <(grep '^cpu ' /proc/stat)
-    local total=0 idle i
-    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-    idle=$((b[4] - a[4] + b[5] - a[5]))
-    echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
-}
 
-# Whether a compiler or linker runs (someone's build).
-building() {
-    local name
-    for name in rustc cargo cc cc1 cc1plus collect2 ld ld.lld ld.gold lld rust-lld; do
-        pgrep -x "$name" >/dev/null && return 0
-    done
-    return 1
-}
 
-# Waits until no build runs and the machine is idle, at most QUIET_WAIT seconds.
-wait_quiet() {
-    local waited=0 busy
-    while :; do
-        busy=$(cpu_busy)
-        if ! building && [ "$busy" -lt 15 ]; then
-            return
-        fi
-        if [ "$waited" -ge "$QUIET_WAIT" ]; then
-            echo "  machine still busy (${busy}% CPU) after ${QUIET_WAIT}s; measuring anyway" >&2
-            return
-        fi
-        [ "$waited" = 0 ] && echo "  waiting for a quiet machine (${busy}% CPU busy)..." >&2
-        sleep 5
-        waited=$((waited + 6))
-    done
-}
 
 # CPU time (clock ticks) of the given server processes and their children (nginx workers).
 # USER_ONLY=1 counts user time alone.
