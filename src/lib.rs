@@ -11,6 +11,8 @@
 //! - [`admin`]: the admin listener: health, readiness, metrics, the admin API.
 //! - [`metrics`]: request counts and durations, counted per shard, published once a second.
 //! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
+//! - [`clients`]: the control plane's client keys and tenants: the config file's, the admin
+//!   API's changes kept in `state_dir`, and new key tables sent to every shard.
 //! - [`quota`]: rate, calendar quotas, concurrency and token budgets; their journal.
 //! - [`proxy`]: one client connection's path: read, authenticate, admit, route, forward,
 //!   stream back.
@@ -23,6 +25,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod ai;
+pub mod clients;
 pub mod config;
 pub mod http;
 pub mod keys;

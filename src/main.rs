@@ -186,6 +186,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         shards: gateway.metrics.clone(),
         routes,
         tenants,
+        clients: Arc::clone(&gateway.clients),
     });
     release_free_memory();
     tracing::info!(
@@ -207,7 +208,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
     for signal in signals.forever() {
         match signal {
-            SIGHUP => tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored"),
+            SIGHUP => reload(path, &gateway),
             SIGUSR1 => gateway.reopen_access_log(),
             _ => {
                 tracing::info!(signal, "draining");
@@ -233,6 +234,25 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the config file on SIGHUP. An invalid file, or one the admin API's changes no
+/// longer fit, is refused with its reasons logged, and the running config stays.
+fn reload(path: &Path, gateway: &keygate::shard::Gateway) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems.0 {
+                tracing::error!(problem = %problem, "reload refused: the config is invalid");
+            }
+            return;
+        }
+    };
+    match gateway.reload(config) {
+        Ok(summary) => tracing::info!(%summary, "config reloaded"),
+        Err(err) => tracing::error!(error = %err, "reload refused; the running config stays"),
+    }
 }
 
 /// Hands memory freed after loading back to the OS. Parsing a config with many client keys

@@ -14,8 +14,8 @@ type Counter = (&'static str, &'static str, fn(&PoolKey) -> u64);
 /// The whole exposition at wall-clock time `now` (ns since the epoch).
 pub(super) fn render(state: &AdminState, now: u64) -> String {
     let mut out = String::with_capacity(4096);
-    let keys: Vec<(&KeyPool, usize)> = state
-        .pools
+    let pools = state.pools();
+    let keys: Vec<(&KeyPool, usize)> = pools
         .iter()
         .flat_map(|pool| (0..pool.keys().len()).map(move |index| (&**pool, index)))
         .collect();

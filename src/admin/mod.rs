@@ -15,6 +15,7 @@
 //! | POST | `/admin/upstreams/{name}/keys/{id}/enable` | token | puts the key back in use |
 //! | POST | `/admin/upstreams/{name}/keys/{id}/disable` | token | takes the key out of use |
 
+mod clients;
 mod metrics;
 mod routes;
 
@@ -41,8 +42,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the admin listener shows and changes.
 pub struct AdminState {
-    /// Provider key pools, each named by its upstream.
-    pub pools: Vec<Arc<KeyPool>>,
+    /// Provider key pools, each named by its upstream; a reload may replace them.
+    pub pools: crate::upstream::Pools,
     /// The bearer token `/admin/*` needs; `None` turns `/admin/*` off.
     pub token: Option<Box<[u8]>>,
     /// Set once the gateway drains: `/readyz` says 503 from then on.
@@ -55,6 +56,15 @@ pub struct AdminState {
     pub routes: Vec<String>,
     /// Tenant names, in config order.
     pub tenants: Vec<String>,
+    /// The client keys and tenants, for the admin API to list and change.
+    pub clients: Arc<crate::clients::Clients>,
+}
+
+impl AdminState {
+    /// The provider key pools in use now.
+    pub fn pools(&self) -> Vec<Arc<KeyPool>> {
+        crate::upstream::persist::current(&self.pools)
+    }
 }
 
 /// The running admin listener.

@@ -22,7 +22,7 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    fn json(status: u16, value: &Value) -> Answer {
+    pub(super) fn json(status: u16, value: &Value) -> Answer {
         let mut body = value.to_string().into_bytes();
         body.push(b'\n');
         Answer {
@@ -76,6 +76,9 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        500 => "Internal Server Error",
+        201 => "Created",
         413 => "Content Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -83,7 +86,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Answers one admin request.
-pub(super) fn answer(state: &AdminState, head: &RequestHead, _body: &[u8]) -> Answer {
+pub(super) fn answer(state: &AdminState, head: &RequestHead, body: &[u8]) -> Answer {
     let path = String::from_utf8_lossy(head.path_only());
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = head.method == Method::Get || head.method == Method::Head;
@@ -103,7 +106,20 @@ pub(super) fn answer(state: &AdminState, head: &RequestHead, _body: &[u8]) -> An
         ["healthz"] | ["readyz"] | ["metrics"] => method_not_allowed(),
         ["admin", rest @ ..] => match authorize(state, head) {
             Err(answer) => answer,
-            Ok(()) => admin(state, rest, get, post),
+            Ok(()) => match rest {
+                ["keys", rest @ ..] => {
+                    let query = head
+                        .path()
+                        .get(head.path_only().len() + 1..)
+                        .unwrap_or_default();
+                    let query = String::from_utf8_lossy(query);
+                    super::clients::keys(state, rest, head.method_bytes(), &query, body)
+                }
+                ["tenants", rest @ ..] => {
+                    super::clients::tenants(state, rest, head.method_bytes(), body)
+                }
+                _ => admin(state, rest, get, post),
+            },
         },
         _ => Answer::error(404, "not_found", "no such admin path"),
     }
@@ -145,11 +161,13 @@ fn admin(state: &AdminState, path: &[&str], get: bool, post: bool) -> Answer {
     match path {
         ["upstreams"] if get => {
             let now = Clock::default().now();
-            let upstreams: Vec<Value> = state.pools.iter().map(|p| describe(p, now)).collect();
+            let pools = state.pools();
+            let upstreams: Vec<Value> = pools.iter().map(|p| describe(p, now)).collect();
             Answer::json(200, &json!({ "upstreams": upstreams }))
         }
         ["upstreams", name, "keys", id, action @ ("enable" | "disable")] if post => {
-            let Some(pool) = state.pools.iter().find(|p| &*p.upstream == *name) else {
+            let pools = state.pools();
+            let Some(pool) = pools.iter().find(|p| &*p.upstream == *name) else {
                 return Answer::error(404, "not_found", "no upstream with keys has that name");
             };
             let Some(index) = pool.position(id) else {

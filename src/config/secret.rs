@@ -54,6 +54,11 @@ impl fmt::Display for Secret {
 pub struct KeySecretHash([u8; 32]);
 
 impl KeySecretHash {
+    /// A digest as stored.
+    pub fn from_bytes(digest: [u8; 32]) -> KeySecretHash {
+        KeySecretHash(digest)
+    }
+
     /// Hashes a presented or configured client secret.
     pub fn of(secret: &[u8]) -> KeySecretHash {
         KeySecretHash(Sha256::digest(secret).into())

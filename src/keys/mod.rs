@@ -4,18 +4,18 @@
 //! Keys are stored only as SHA-256 digests. A presented key is hashed, looked up by digest
 //! and compared in constant time; the clear key is never logged, and leaves the request head
 //! only into the [`LastKey`] of its own connection, so that the connection's next request
-//! presenting it again is recognised without hashing it again. The table is immutable and
-//! shared by all shards; counters live elsewhere ([`crate::quota`]), on the owning shard
-//! only.
+//! presenting it again is recognised without hashing it again. A [`KeyTable`] is immutable
+//! and shared by all shards; the control plane replaces it whole when keys change. Counters
+//! live elsewhere ([`crate::quota`]), on the owning shard only, by the key's position, which
+//! never changes while the gateway runs.
 
-use std::collections::HashMap;
+mod table;
+
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+pub use table::{Amendment, KeyEntry, KeyTable};
 
-use crate::config::{Config, Limits};
+use crate::config::Limits;
 use crate::http::RequestHead;
 
 /// Why a request is not authenticated. All map to 401 `invalid_api_key`.
@@ -37,7 +37,7 @@ pub enum AuthError {
 /// Kept small, since a gateway may hold millions: limits and access lists are shared
 /// between keys that have the same ones, and the secret's digest lives only in the table's
 /// index.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClientKey {
     /// The key's id from the config (never its secret).
     pub id: Box<str>,
@@ -53,6 +53,9 @@ pub struct ClientKey {
     pub expires: Option<u64>,
     /// Routes and models it may use; `None` allows all.
     access: Option<Arc<Access>>,
+    /// Revoked, or gone from the config: no secret finds it any more. It keeps its position
+    /// so that requests admitted before can still settle their counters.
+    pub revoked: bool,
 }
 
 /// What a key may use, when restricted.
@@ -92,164 +95,14 @@ impl ClientKey {
 }
 
 /// A tenant: limits shared by all of its keys.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Tenant {
     /// The tenant's name.
     pub name: Box<str>,
     /// Limits across all of its keys.
     pub limits: Limits,
-}
-
-/// Every client key and tenant, looked up by secret digest.
-#[derive(Debug, Default)]
-pub struct KeyTable {
-    keys: Vec<ClientKey>,
-    tenants: Vec<Tenant>,
-    by_digest: HashMap<[u8; 32], u32>,
-}
-
-impl KeyTable {
-    /// The keys of `config`, each owned by one of `shards` shards. Keys of one tenant share
-    /// an owner, so tenant counters are as local as key counters.
-    pub fn new(config: &Config, shards: usize) -> Self {
-        let tenants: Vec<Tenant> = config
-            .tenants
-            .iter()
-            .map(|t| Tenant {
-                name: t.name.as_str().into(),
-                limits: t.limits,
-            })
-            .collect();
-        let mut by_digest = HashMap::with_capacity(config.client_keys.len());
-        // Keys with the same limits (or access lists) share one copy.
-        let mut shared_limits: HashMap<Limits, Arc<Limits>> = HashMap::new();
-        let mut shared_access: HashMap<Arc<Access>, Arc<Access>> = HashMap::new();
-        let keys = config
-            .client_keys
-            .iter()
-            .enumerate()
-            .map(|(index, key)| {
-                let tenant = key.tenant.as_ref().and_then(|name| {
-                    tenants
-                        .iter()
-                        .position(|t| *t.name == **name)
-                        .map(|i| i as u32)
-                });
-                let owner_name = key.tenant.as_deref().unwrap_or(&key.id);
-                by_digest.insert(*key.secret.as_bytes(), index as u32);
-                let limits = shared_limits
-                    .entry(key.limits)
-                    .or_insert_with(|| Arc::new(key.limits))
-                    .clone();
-                let access = (key.routes.is_some() || key.models.is_some()).then(|| {
-                    let access = Access {
-                        routes: key
-                            .routes
-                            .as_ref()
-                            .map(|routes| routes.iter().map(|r| r.as_bytes().into()).collect()),
-                        models: key
-                            .models
-                            .as_ref()
-                            .map(|models| models.iter().map(|m| m.as_str().into()).collect()),
-                    };
-                    Arc::clone(
-                        shared_access
-                            .entry(Arc::new(access))
-                            .or_insert_with_key(Arc::clone),
-                    )
-                });
-                ClientKey {
-                    id: key.id.as_str().into(),
-                    index: index as u32,
-                    tenant,
-                    owner: owner_of(owner_name, shards),
-                    limits,
-                    expires: key
-                        .expires
-                        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                        .map(|since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)),
-                    access,
-                }
-            })
-            .collect();
-        KeyTable {
-            keys,
-            tenants,
-            by_digest,
-        }
-    }
-
-    /// Whether no client keys are configured: then requests pass unauthenticated.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The key whose secret is `presented`, if it is valid at `now` (ns since the epoch).
-    pub fn authenticate(&self, presented: &[u8], now: u64) -> Result<&ClientKey, AuthError> {
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        let (stored, &index) = self
-            .by_digest
-            .get_key_value(&digest)
-            .ok_or(AuthError::Unknown)?;
-        // The map lookup compares digests, which reveal nothing usable about the secret; the
-        // constant-time comparison keeps the final decision free of timing differences too.
-        if !bool::from(stored.ct_eq(&digest)) {
-            return Err(AuthError::Unknown);
-        }
-        let key = &self.keys[index as usize];
-        if key.expires.is_some_and(|expires| now >= expires) {
-            return Err(AuthError::Expired);
-        }
-        Ok(key)
-    }
-
-    /// Like [`KeyTable::authenticate`], for a connection that remembers in `last` the key its
-    /// previous request authenticated with. When `presented` is that same secret (compared in
-    /// constant time) the SHA-256 and the lookup are skipped; expiry is checked at `now`
-    /// either way, so the answer is always the one `authenticate` gives.
-    pub fn authenticate_again(
-        &self,
-        presented: &[u8],
-        now: u64,
-        last: &mut LastKey,
-    ) -> Result<&ClientKey, AuthError> {
-        let remembered = last
-            .index
-            .filter(|_| bool::from(last.secret.ct_eq(presented)));
-        let key = match remembered {
-            Some(index) => &self.keys[index as usize],
-            None => {
-                last.forget();
-                let key = self.authenticate(presented, now)?;
-                last.remember(presented, key.index);
-                key
-            }
-        };
-        if key.expires.is_some_and(|expires| now >= expires) {
-            return Err(AuthError::Expired);
-        }
-        Ok(key)
-    }
-
-    /// A key by its table position.
-    pub fn key(&self, index: u32) -> &ClientKey {
-        &self.keys[index as usize]
-    }
-
-    /// A tenant by its table position.
-    pub fn tenant(&self, index: u32) -> &Tenant {
-        &self.tenants[index as usize]
-    }
-
-    /// Every key, in config order.
-    pub fn keys(&self) -> &[ClientKey] {
-        &self.keys
-    }
-
-    /// Every tenant, in config order.
-    pub fn tenants(&self) -> &[Tenant] {
-        &self.tenants
-    }
+    /// Deleted, or gone from the config; kept at its position like a revoked key.
+    pub deleted: bool,
 }
 
 /// The secret a connection's last request authenticated with, and the key's position, so
@@ -261,12 +114,18 @@ impl KeyTable {
 pub struct LastKey {
     secret: Vec<u8>,
     index: Option<u32>,
+    /// The generation of the table it was found in: a new table may have revoked it.
+    generation: u64,
+    /// When the secret stops working (a rotated-out secret's grace end), in ns.
+    until: Option<u64>,
 }
 
 impl LastKey {
-    fn remember(&mut self, secret: &[u8], index: u32) {
+    fn remember(&mut self, secret: &[u8], index: u32, generation: u64, until: Option<u64>) {
         self.secret.extend_from_slice(secret);
         self.index = Some(index);
+        self.generation = generation;
+        self.until = until;
     }
 
     /// Zeroes and empties the kept secret.
@@ -276,6 +135,7 @@ impl LastKey {
         std::hint::black_box(&mut self.secret);
         self.secret.clear();
         self.index = None;
+        self.until = None;
     }
 }
 
@@ -318,6 +178,7 @@ mod tests {
     use bytes::BytesMut;
 
     use super::*;
+    use crate::config::Config;
 
     /// 2026-12-04T16:02:28Z, in nanoseconds.
     const T0: u64 = 1_796_400_148_000_000_000;

@@ -10,7 +10,7 @@ use super::request_body::RequestBody;
 use super::Error;
 use crate::ai::RequestFacts;
 use crate::http::RequestHead;
-use crate::keys::ClientKey;
+use crate::keys::{ClientKey, KeyTable};
 use crate::quota::Reservation;
 use crate::shard::Shard;
 use crate::upstream::Upstream;
@@ -36,10 +36,10 @@ impl Drop for Permit {
         // cut off may still have cost tokens upstream.
         let used = self.used.get().unwrap_or(self.reservation.tokens());
         let shard = &self.shard;
-        let key = shard.keys.key(self.key);
+        let table = shard.keys.get();
         shard.quota.borrow_mut().settle(
-            &shard.keys,
-            key,
+            &table,
+            table.key(self.key),
             shard.clock.now(),
             self.reservation,
             used,
@@ -48,10 +48,10 @@ impl Drop for Permit {
 }
 
 /// Whether a key's limits, or its tenant's, count tokens.
-fn counts_tokens(shard: &Shard, key: &ClientKey) -> bool {
+fn counts_tokens(table: &KeyTable, key: &ClientKey) -> bool {
     let limits = &key.limits;
     let tenant_counts_tokens = key.tenant.is_some_and(|index| {
-        let tenant = &shard.keys.tenant(index).limits;
+        let tenant = &table.tenant(index).limits;
         tenant.tokens_per_minute.is_some() || tenant.tokens_per_day.is_some()
     });
     limits.tokens_per_minute.is_some() || limits.tokens_per_day.is_some() || tenant_counts_tokens
@@ -59,8 +59,8 @@ fn counts_tokens(shard: &Shard, key: &ClientKey) -> bool {
 
 /// Whether admitting a request of `key` needs the facts of its body: a model list or a token
 /// budget depends on them.
-pub(super) fn needs_facts(shard: &Shard, key: &ClientKey) -> bool {
-    key.restricts_models() || counts_tokens(shard, key)
+pub(super) fn needs_facts(table: &KeyTable, key: &ClientKey) -> bool {
+    key.restricts_models() || counts_tokens(table, key)
 }
 
 /// Whether a request sends a body to be completed: every provider's completion call has
@@ -94,12 +94,13 @@ impl ClientConn {
     /// takes what it needs from them. A refused request takes nothing.
     pub(super) fn admit(
         &mut self,
+        table: &KeyTable,
         key: &ClientKey,
         facts: &RequestFacts,
         has_body: bool,
     ) -> Result<Permit, Error> {
         let shard = Rc::clone(&self.shard);
-        let counts_tokens = counts_tokens(&shard, key);
+        let counts_tokens = counts_tokens(table, key);
         if key.restricts_models() {
             match &facts.model {
                 Some(model) if key.allows_model(model) => {}
@@ -110,7 +111,7 @@ impl ClientConn {
         }
 
         let reserved = if counts_tokens && has_body {
-            facts.reservation(shard.limits.default_max_tokens)
+            facts.reservation(shard.limits().default_max_tokens)
         } else {
             0
         };
@@ -119,7 +120,7 @@ impl ClientConn {
         let reservation = shard
             .quota
             .borrow_mut()
-            .admit(&shard.keys, key, now, reserved)
+            .admit(table, key, now, reserved)
             .map_err(Error::Limited)?;
         self.count_tokens = counts_tokens;
         Ok(Permit {

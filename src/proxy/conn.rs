@@ -18,7 +18,7 @@ use crate::accesslog::RequestId;
 use crate::ai::{Usage, UsageScanner};
 use crate::http::{Field, Framing, Method, RequestHead};
 use crate::keys;
-use crate::shard::{Handoff, Shard};
+use crate::shard::{Handoff, Routing, Shard};
 
 /// Serves one accepted client connection until it closes, fails, or the shard drains.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
@@ -121,11 +121,14 @@ pub(super) struct ClientConn {
     pub(super) scanner: Option<UsageScanner>,
     /// What the current exchange's access log record will say.
     pub(super) trace: Trace,
+    /// The routes and upstreams of the current exchange, taken as it began and let go when
+    /// it ends, so an idle connection keeps no replaced routing (and its pools) alive.
+    pub(super) routing: Option<Rc<Routing>>,
 }
 
 impl ClientConn {
     fn new(stream: TcpStream, peer: SocketAddr, shard: &Rc<Shard>) -> Self {
-        let capacity = shard.limits.read_buffer;
+        let capacity = shard.limits().read_buffer;
         ClientConn {
             stream,
             buf: BytesMut::with_capacity(capacity),
@@ -141,13 +144,14 @@ impl ClientConn {
             usage: None,
             scanner: None,
             trace: Trace::new(RequestId::new(0, 0, 0), 0),
+            routing: None,
         }
     }
 
     /// Reads the next request head. `Ok(None)` means the connection ended cleanly: closed by
     /// the client, idle too long, or asked to drain while idle.
     async fn read_head(&mut self, fields: &mut Vec<Field>) -> Result<Option<RequestHead>, Error> {
-        let limits = &self.shard.limits;
+        let limits = self.shard.limits();
         let idle_deadline = Instant::now() + limits.idle_timeout;
         let mut head_deadline = None;
 
@@ -205,14 +209,14 @@ impl ClientConn {
             return Err(Error::BadTarget("the path holds dot segments"));
         }
         let shard = Rc::clone(&self.shard);
-        let key = match shard.keys.is_empty() {
+        // The table this exchange started with serves it to the end, whatever replaces it.
+        let table = shard.keys.get();
+        let key = match table.is_empty() {
             true => None,
             false => {
                 let presented = keys::presented(head).map_err(Error::Unauthorized)?;
                 let now = shard.clock.now();
-                let key = shard
-                    .keys
-                    .authenticate_again(presented, now, &mut self.last_key);
+                let key = table.authenticate_again(presented, now, &mut self.last_key);
                 let key = key.map_err(Error::Unauthorized)?;
                 // Counters change only on the owner: the connection goes there, once.
                 if key.owner != shard.id {
@@ -222,7 +226,9 @@ impl ClientConn {
                 Some(key)
             }
         };
-        let route = shard
+        let routing = shard.routing.get();
+        self.routing = Some(Rc::clone(&routing));
+        let route = routing
             .router
             .route(head.host(), path)
             .ok_or(Error::NoRoute)?;
@@ -231,28 +237,28 @@ impl ClientConn {
             return Err(Error::Forbidden("this route"));
         }
         if let Framing::Length(length) = head.framing {
-            if length > shard.limits.max_body_bytes {
+            if length > shard.limits().max_body_bytes {
                 return Err(Error::BodyTooLarge);
             }
         }
 
-        let upstream = &shard.upstreams[route.upstream];
+        let upstream = &routing.upstreams[route.upstream];
         let body = self
             .prepare_body(head, upstream.config.retry_body_max)
             .await?;
         // The body's facts are read once, and only when a limit or a pool needs them.
         let pool_counts_tokens = std::iter::once(route.upstream)
             .chain(upstream.fallbacks.iter().copied())
-            .any(|index| shard.upstreams[index].counts_tokens());
-        let key_needs_facts = key.is_some_and(|key| admit::needs_facts(&shard, key));
+            .any(|index| routing.upstreams[index].counts_tokens());
+        let key_needs_facts = key.is_some_and(|key| admit::needs_facts(&table, key));
         let facts = admit::facts(upstream, head, &body, key_needs_facts || pool_counts_tokens);
         let has_body = admit::has_body(&body);
         let permit = match key {
-            Some(key) => Some(self.admit(key, &facts, has_body)?),
+            Some(key) => Some(self.admit(&table, key, &facts, has_body)?),
             None => None,
         };
         let tokens = match pool_counts_tokens && has_body {
-            true => facts.reservation(shard.limits.default_max_tokens),
+            true => facts.reservation(shard.limits().default_max_tokens),
             false => 0,
         };
         // The usage is read whenever something reports it: a token budget (of the key or a
@@ -261,7 +267,7 @@ impl ClientConn {
         self.count_tokens |= pool_counts_tokens || shard.access.is_some() || key.is_some();
 
         let forwarded = self
-            .forward(&shard, route.upstream, head, &body, tokens)
+            .forward(&routing, route.upstream, head, &body, tokens)
             .await?;
         let Forwarded {
             upstream,
@@ -314,7 +320,8 @@ impl ClientConn {
     pub(super) async fn answer_error(&mut self, error: &Error, close: bool) {
         self.out.clear();
         let shard = &self.shard;
-        let key = self.key.map(|index| shard.keys.key(index));
+        let table = shard.keys.get();
+        let key = self.key.map(|index| table.key(index));
         write_error_response(&mut self.out, error, close, |writer| {
             if let Some(key) = key {
                 write_budget(writer, &shard.quota.borrow(), key, shard.clock.now());
@@ -326,7 +333,7 @@ impl ClientConn {
         let written = self.out.len() as u64;
         let head =
             memchr::memmem::find(&self.out, b"\r\n\r\n").map_or(written, |end| end as u64 + 4);
-        let deadline = Instant::now() + self.shard.limits.idle_timeout;
+        let deadline = Instant::now() + self.shard.limits().idle_timeout;
         self.trace.written += written;
         self.trace.head_bytes += head;
         if let Err(err) = io::flush(&mut self.stream, &mut self.out, deadline).await {

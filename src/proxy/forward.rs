@@ -20,7 +20,7 @@ use super::upstream::Sent;
 use super::{Error, Side};
 use crate::http::{Framing, RequestHead};
 use crate::quota::SECOND;
-use crate::shard::Shard;
+use crate::shard::Routing;
 use crate::upstream::keys::Verdict;
 use crate::upstream::learn::Learned;
 use crate::upstream::{KeyPool, Lease, Picker, Upstream};
@@ -56,27 +56,27 @@ impl ClientConn {
     /// fallbacks in order, and returns the first response to pass on.
     pub(super) async fn forward<'s>(
         &mut self,
-        shard: &'s Shard,
+        routing: &'s Routing,
         first: usize,
         head: &RequestHead,
         body: &RequestBody,
         tokens: u64,
     ) -> Result<Forwarded<'s>, Error> {
-        let primary = &shard.upstreams[first];
+        let primary = &routing.upstreams[first];
         self.trace.upstream = Some(first);
         let chain = std::iter::once(first).chain(primary.fallbacks.iter().copied());
         let mut soonest: Option<u64> = None;
         let mut failure = None;
 
         for (hop, index) in chain.enumerate() {
-            let upstream = &shard.upstreams[index];
+            let upstream = &routing.upstreams[index];
             // A fallback needs the body again, and nobody left to disappoint.
             if hop > 0 && (!body.replayable() || self.response_started) {
                 break;
             }
             if hop > 0 {
                 self.trace.retries += 1;
-                tracing::debug!(shard = shard.id, from = %primary.config.name,
+                tracing::debug!(shard = self.shard.id, from = %primary.config.name,
                     to = %upstream.config.name, "falling back to the next upstream");
             }
             match self.try_upstream(index, upstream, head, body, tokens).await {

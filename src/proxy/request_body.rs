@@ -58,7 +58,7 @@ impl ClientConn {
         if head.expect_continue && self.buf.is_empty() {
             self.out.clear();
             self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            let deadline = Instant::now() + self.shard.limits.idle_timeout;
+            let deadline = Instant::now() + self.shard.limits().idle_timeout;
             io::flush(&mut self.stream, &mut self.out, deadline)
                 .await
                 .map_err(Error::ClientGone)?;
@@ -89,7 +89,7 @@ impl ClientConn {
         upstream: &mut UpstreamConn,
         length: u64,
     ) -> Result<(), Error> {
-        let timeout = self.shard.limits.idle_timeout;
+        let timeout = self.shard.limits().idle_timeout;
         let mut remaining = length;
         while remaining > 0 {
             if self.buf.is_empty() {
@@ -122,7 +122,7 @@ impl ClientConn {
         &mut self,
         upstream: &mut UpstreamConn,
     ) -> Result<(), Error> {
-        let limits = &self.shard.limits;
+        let limits = self.shard.limits();
         let (max_body, timeout) = (limits.max_body_bytes, limits.idle_timeout);
         let mut decoder = ChunkedDecoder::new();
         let mut total: u64 = 0;
@@ -168,7 +168,7 @@ impl ClientConn {
 
     /// Reads more body bytes from the client, who must send some within the idle timeout.
     async fn read_client(&mut self, want: usize) -> Result<(), Error> {
-        let deadline = Instant::now() + self.shard.limits.idle_timeout;
+        let deadline = Instant::now() + self.shard.limits().idle_timeout;
         let reserve = want.clamp(1024, 64 * 1024);
         match io::read_into(&mut self.stream, &mut self.buf, reserve, deadline).await {
             Ok(ReadOutcome::Data) => Ok(()),

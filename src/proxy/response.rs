@@ -82,7 +82,8 @@ impl ClientConn {
         {
             let shard = &self.shard;
             let quota = shard.quota.borrow();
-            let key = self.key.map(|index| shard.keys.key(index));
+            let table = shard.keys.get();
+            let key = self.key.map(|index| table.key(index));
             let budget = key.map(|key| (&*quota, key, shard.clock.now()));
             let response = Response {
                 head: &head,
@@ -255,7 +256,7 @@ impl ClientConn {
         conn: &mut UpstreamConn,
         len: usize,
     ) -> Result<(), Error> {
-        let deadline = Instant::now() + self.shard.limits.idle_timeout;
+        let deadline = Instant::now() + self.shard.limits().idle_timeout;
         self.response_started = true;
         self.trace.written += len as u64;
         if len == conn.buf.len() {
@@ -284,7 +285,7 @@ impl ClientConn {
     /// Writes the scratch buffer (head and small bodies) to the client. The first write of a
     /// response is due `idle_timeout` after the exchange started; later ones after they begin.
     async fn send_out(&mut self) -> Result<(), Error> {
-        let timeout = self.shard.limits.idle_timeout;
+        let timeout = self.shard.limits().idle_timeout;
         let from = if self.response_started {
             Instant::now()
         } else {

@@ -97,10 +97,12 @@ impl ClientConn {
 
     /// Counts the current exchange in the shard's metrics and writes its access log record,
     /// when one is kept. `head` is `None` for a request whose head could not be read.
-    pub(super) fn finish_exchange(&self, head: Option<&RequestHead>) {
+    pub(super) fn finish_exchange(&mut self, head: Option<&RequestHead>) {
+        let routing = self.routing.take();
         let shard = &self.shard;
         let trace = &self.trace;
-        let key = self.key.map(|index| shard.keys.key(index));
+        let table = shard.keys.get();
+        let key = self.key.map(|index| table.key(index));
         let duration_us = self.started.elapsed().as_micros() as u64;
         let usage = self.usage;
         shard.metrics.record(&metrics::Exchange {
@@ -114,15 +116,19 @@ impl ClientConn {
         let Some(access) = &shard.access else { return };
         let tenant = key
             .and_then(|key| key.tenant)
-            .map(|index| &*shard.keys.tenant(index).name);
-        let upstream = trace.upstream.map(|index| &shard.upstreams[index]);
+            .map(|index| &*table.tenant(index).name);
+        let upstream = routing
+            .as_ref()
+            .zip(trace.upstream)
+            .map(|(routing, index)| &routing.upstreams[index]);
         let upstream_key = trace.key.and_then(|(upstream, key)| {
-            let (pool, _) = shard.upstreams[upstream].keys.as_ref()?;
+            let (pool, _) = routing.as_ref()?.upstreams[upstream].keys.as_ref()?;
             Some(&*pool.keys()[key].id)
         });
         let route = trace
             .route
-            .and_then(|index| std::str::from_utf8(shard.router.prefix(index)).ok());
+            .zip(routing.as_ref())
+            .and_then(|(index, routing)| std::str::from_utf8(routing.router.prefix(index)).ok());
         let record = Record {
             ts: trace.ts,
             request_id: trace.id,

@@ -65,7 +65,7 @@ impl ClientConn {
                 Some(conn) => conn,
                 None => {
                     let addr = endpoint.config.addr;
-                    let buffer = self.shard.limits.read_buffer;
+                    let buffer = self.shard.limits().read_buffer;
                     match UpstreamConn::connect(addr, config.connect_timeout, buffer).await {
                         Ok(conn) => conn,
                         Err(err) => {
@@ -133,7 +133,7 @@ impl ClientConn {
         body: &RequestBody,
         key: Option<&Lease<'_>>,
     ) -> Result<ResponseHead, HeadFailure> {
-        let timeout = self.shard.limits.idle_timeout;
+        let timeout = self.shard.limits().idle_timeout;
         self.out.clear();
         let authority = &upstream.endpoints[index].config.authority;
         let target = Target {

@@ -324,6 +324,11 @@ impl Counters {
         })
     }
 
+    /// Tokens counted in the current UTC day, reservations of requests in flight included.
+    pub fn tokens_today(&self, now: u64) -> u64 {
+        self.tokens_day.current(Window::Day, now)
+    }
+
     /// The tightest request budget: least remaining, then longest reset.
     pub fn tightest(&self, limits: &Limits, now: u64) -> Option<Budget> {
         self.budgets(limits, now)

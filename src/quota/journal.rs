@@ -146,6 +146,8 @@ enum Job {
         update: Update,
         done: Option<mpsc::Sender<()>>,
     },
+    /// Name positions with this table from now on (keys or tenants were added).
+    Names(Arc<KeyTable>),
     Stop,
 }
 
@@ -182,12 +184,20 @@ impl Writer {
             .name("keygate-state".into())
             .spawn(move || {
                 let mut snapshots: HashMap<usize, Snapshot> = HashMap::new();
-                while let Ok(Job::Write {
-                    shard,
-                    update,
-                    done,
-                }) = inbox.recv()
-                {
+                let mut names = names;
+                loop {
+                    let (shard, update, done) = match inbox.recv() {
+                        Ok(Job::Write {
+                            shard,
+                            update,
+                            done,
+                        }) => (shard, update, done),
+                        Ok(Job::Names(table)) => {
+                            names = table;
+                            continue;
+                        }
+                        Ok(Job::Stop) | Err(_) => break,
+                    };
                     let snapshot = snapshots.entry(shard).or_insert_with(|| Snapshot::new(0));
                     merge(snapshot, update, &names);
                     let path = dir.join(format!("quota-shard-{shard}.json"));
@@ -244,6 +254,12 @@ fn merge(snapshot: &mut Snapshot, update: Update, names: &KeyTable) {
 }
 
 impl WriterHandle {
+    /// Hands the writer a newer key table. Positions never change meaning, so a newer table
+    /// names every position an older one did; send it before any shard uses it.
+    pub fn names(&self, table: Arc<KeyTable>) {
+        let _ = self.jobs.send(Job::Names(table));
+    }
+
     /// Queues a whole snapshot; never blocks.
     pub fn write(&self, shard: usize, snapshot: Snapshot) {
         self.send(shard, Update::Whole(snapshot), None);

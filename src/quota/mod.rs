@@ -235,6 +235,29 @@ impl QuotaBook {
             .filter(|(_, _, counters)| !counters.is_fresh())
     }
 
+    /// Clears what a key (or, with `tenant`, a tenant) has used: rate, calendar quotas and
+    /// tokens start afresh. Requests in flight keep their concurrency slots, which they give
+    /// back as they end. The change is persisted like any other.
+    pub fn reset(&mut self, tenant: bool, index: u32) {
+        let book = if tenant {
+            &mut self.tenants
+        } else {
+            &mut self.keys
+        };
+        if let Some(counters) = book.get_mut(&index) {
+            *counters = Counters {
+                in_flight: counters.in_flight,
+                ..Counters::default()
+            };
+            self.changed.push((tenant, index));
+        }
+    }
+
+    /// The counters of a tenant, if it was ever used here.
+    pub fn tenant_counters(&self, index: u32) -> Option<&Counters> {
+        self.tenants.get(&index)
+    }
+
     /// Restores persisted counters (in-flight counts start at zero). They count as changed,
     /// so the next snapshot carries them on.
     pub fn restore(&mut self, tenant: bool, index: u32, counters: Counters) {

@@ -2,12 +2,15 @@
 //! SO_REUSEPORT listener, connection pools and counters.
 //!
 //! Shards share nothing mutable. A shard's state lives in `Cell`s and `RefCell`s that only its
-//! own thread touches; the control plane reaches it with messages (today: the shutdown
-//! signal).
+//! own thread touches; the control plane reaches it with messages ([`Control`], and the
+//! shutdown signal) and hands it new immutable snapshots ([`Current`]).
 
+mod control;
+mod current;
 mod drain;
 mod handoff;
 mod listener;
+mod reload;
 mod runtime;
 mod start;
 
@@ -28,13 +31,16 @@ use crate::quota::journal::{Restored, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
 use crate::upstream::{KeyPool, Upstream};
 
+pub use control::{Control, Controls, Usage};
+pub use current::Current;
 pub use drain::{Drain, Draining};
 pub use handoff::{adopt, detach, Handoff, Inboxes};
+pub use reload::ReloadError;
 pub use runtime::Driver;
 pub use start::{start, Gateway, StartError};
 
 /// The limits every connection on a shard applies, copied out of the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request head, in bytes (431 past it).
     pub max_header_bytes: usize,
@@ -53,7 +59,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn new(config: &Config) -> Self {
+    /// The limits `config` sets.
+    pub fn new(config: &Config) -> Self {
         Limits {
             max_header_bytes: config.gateway.max_header_bytes,
             max_body_bytes: config.gateway.max_body_bytes,
@@ -66,24 +73,50 @@ impl Limits {
     }
 }
 
-/// One shard's state, shared by the tasks of its thread.
-pub struct Shard {
-    /// The shard's number, from 0.
-    pub id: usize,
-    /// Connection limits.
-    pub limits: Limits,
+/// The routes and the upstreams they lead to, built by a shard from the config and replaced
+/// whole on reload. An exchange takes it once and keeps it, so the route and upstream
+/// positions it records stay meaningful to its end.
+pub struct Routing {
     /// The route table.
     pub router: Router,
     /// Upstream groups, in config order, with this shard's pools and endpoint health.
     pub upstreams: Vec<Upstream>,
+}
+
+impl Routing {
+    /// Builds the routing of `config`; `pools` are the upstreams' provider key pools, in
+    /// config order, shared by all shards.
+    pub fn new(config: &Config, pools: &[Option<Arc<KeyPool>>]) -> Routing {
+        Routing {
+            router: Router::new(config),
+            upstreams: config
+                .upstreams
+                .iter()
+                .zip(pools)
+                .map(|(u, pool)| {
+                    Upstream::new(Arc::new(u.clone()), pool.clone(), &config.upstreams)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One shard's state, shared by the tasks of its thread.
+pub struct Shard {
+    /// The shard's number, from 0.
+    pub id: usize,
+    /// Connection limits; a reload replaces them.
+    limits: Cell<Limits>,
+    /// Routes and upstreams; a reload replaces them.
+    pub routing: Current<Routing>,
     /// The control plane's shutdown message; the accept loop turns it into `drain`.
     shutdown: watch::Receiver<bool>,
     /// Whether this shard drains: read per request, waited on by idle connections.
     pub drain: Drain,
     /// Client connections open on this shard.
     pub connections: Cell<usize>,
-    /// Every client key and tenant (shared, immutable).
-    pub keys: Arc<KeyTable>,
+    /// Every client key and tenant: an immutable table the control plane replaces.
+    pub keys: Current<Arc<KeyTable>>,
     /// Counters of the keys and tenants this shard owns.
     pub quota: RefCell<QuotaBook>,
     /// Wall time for limits.
@@ -134,20 +167,12 @@ impl Shard {
     ) -> Self {
         Shard {
             id,
-            limits: Limits::new(config),
-            router: Router::new(config),
-            upstreams: config
-                .upstreams
-                .iter()
-                .zip(&shared.pools)
-                .map(|(u, pool)| {
-                    Upstream::new(Arc::new(u.clone()), pool.clone(), &config.upstreams)
-                })
-                .collect(),
+            limits: Cell::new(Limits::new(config)),
+            routing: Current::new(Routing::new(config, &shared.pools)),
             shutdown,
             drain: Drain::default(),
             connections: Cell::new(0),
-            keys: Arc::clone(&shared.keys),
+            keys: Current::new(Arc::clone(&shared.keys)),
             quota: RefCell::new(restore(id, shared)),
             clock: Clock::default(),
             inboxes: Arc::clone(&shared.inboxes),
@@ -157,6 +182,16 @@ impl Shard {
             request_ids: RequestIds::new(u16::try_from(id).unwrap_or(u16::MAX), shared.started),
             metrics,
         }
+    }
+
+    /// The connection limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits.get()
+    }
+
+    /// Puts reloaded limits in force, for open connections too.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.set(limits);
     }
 
     /// Adopts connections other shards hand over, until the gateway drains.
@@ -171,7 +206,7 @@ impl Shard {
             pending,
         }) = inbox.recv().await
         {
-            if self.connections.get() >= self.limits.max_connections {
+            if self.connections.get() >= self.limits().max_connections {
                 pressure.refused(self.id);
                 continue;
             }
@@ -202,7 +237,8 @@ impl Shard {
                 _ = self.drain.wait() => return,
             }
             let now = monoio::time::Instant::now();
-            for endpoint in self
+            let routing = self.routing.get();
+            for endpoint in routing
                 .upstreams
                 .iter()
                 .flat_map(|upstream| &upstream.endpoints)
@@ -266,9 +302,13 @@ impl Shard {
     pub async fn run(
         self: Rc<Self>,
         listener: TcpListener,
-        inbox: mpsc::UnboundedReceiver<Handoff>,
+        (inbox, control): (
+            mpsc::UnboundedReceiver<Handoff>,
+            mpsc::UnboundedReceiver<Control>,
+        ),
         drain_timeout: Duration,
     ) {
+        monoio::spawn(Rc::clone(&self).obey(control));
         monoio::spawn(Rc::clone(&self).adopt_connections(inbox));
         monoio::spawn(Rc::clone(&self).persist_periodically());
         monoio::spawn(Rc::clone(&self).close_idle_upstreams());
@@ -286,7 +326,7 @@ impl Shard {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    if self.connections.get() >= self.limits.max_connections {
+                    if self.connections.get() >= self.limits().max_connections {
                         // Over the limit: closing at once is cheaper than any answer, and the
                         // client sees a reset it can retry elsewhere.
                         pressure.refused(self.id);

@@ -9,14 +9,15 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, watch};
 
 use super::runtime::{self, Driver};
-use super::{listener, Handoff, Shard, Shared};
+use super::{listener, Control, Controls, Handoff, Shard, Shared};
 use crate::accesslog::{AccessLog, Options, ShardLog};
+use crate::clients::{self, Clients, Overlay};
 use crate::config::{Config, DriverChoice, Workers};
-use crate::keys::KeyTable;
 use crate::metrics::{Counts, ShardMetrics};
 use crate::quota::journal::{self, StateError, Writer};
+use crate::quota::Clock;
 use crate::upstream::persist::{self, Saver};
-use crate::upstream::KeyPool;
+use crate::upstream::{KeyPool, Pools};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,15 @@ pub enum StartError {
     /// Another running keygate uses the same state directory.
     #[error("state_dir {0} is in use by another running keygate; give each instance its own")]
     StateInUse(std::path::PathBuf),
+    /// The admin API's client key changes cannot be read.
+    #[error(transparent)]
+    Clients(#[from] crate::clients::OverlayError),
+    /// The admin API's client key changes no longer fit the config file.
+    #[error(
+        "the admin API's client key changes (state_dir/clients.json) do not fit the \
+             config: {0}"
+    )]
+    ClientsInvalid(crate::clients::Invalid),
     /// The access log cannot be opened.
     #[error("cannot open access_log {path}: {source}")]
     AccessLog {
@@ -76,10 +86,17 @@ pub struct Gateway {
     pub driver: Driver,
     /// How many shards run.
     pub shards: usize,
-    /// The provider key pools of the upstreams that have keys, shared with every shard.
-    pub pools: Vec<Arc<KeyPool>>,
+    /// The provider key pools of the upstreams that have keys, shared with every shard; a
+    /// reload may replace them.
+    pub pools: Pools,
     /// Each shard's published metrics, for the admin listener.
     pub metrics: Vec<Arc<Mutex<Counts>>>,
+    /// The client keys and tenants, which the admin API and reloads change.
+    pub clients: Arc<Clients>,
+    /// The config in effect (without its client keys), which a reload replaces.
+    pub(super) config: Mutex<Arc<Config>>,
+    /// Every shard's control inbox.
+    pub(super) controls: Controls,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
@@ -163,11 +180,14 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     };
 
     // Counters are restored before any shard starts, so no request sees them zeroed.
-    let keys = Arc::new(KeyTable::new(&config, shards));
-    config.client_keys = Vec::new();
-    let config = Arc::new(config);
     let state_dir = config.gateway.state_dir.clone();
     let restored = Arc::new(journal::load(&state_dir)?);
+    let overlay = Overlay::load(&state_dir)?;
+    let keys = clients::compose(None, &config, &overlay, shards, Clock::default().now())
+        .map_err(StartError::ClientsInvalid)?;
+    let keys = Arc::new(keys);
+    config.client_keys = Vec::new();
+    let config = Arc::new(config);
     let state_lock = lock_state_dir(&state_dir)?;
     let access_log = match Options::from_gateway(&config.gateway) {
         Some(options) => {
@@ -194,6 +214,10 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| mpsc::unbounded_channel::<Handoff>())
         .unzip();
+    let (controls, control_inboxes): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| mpsc::unbounded_channel::<Control>())
+        .unzip();
+    let mut control_inboxes = control_inboxes.into_iter();
     let pools: Vec<Option<Arc<KeyPool>>> = config
         .upstreams
         .iter()
@@ -201,9 +225,11 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         .collect();
     let present: Vec<Arc<KeyPool>> = pools.iter().flatten().cloned().collect();
     persist::restore(&state_dir, &present, persist::now());
-    let saver = Saver::start(state_dir, present.clone()).map_err(StartError::Spawn)?;
+    let present: Pools = Arc::new(std::sync::RwLock::new(present));
+    let saver = Saver::start(state_dir, Arc::clone(&present)).map_err(StartError::Spawn)?;
+    let controls: Controls = controls.into();
     let shared = Arc::new(Shared {
-        keys,
+        keys: Arc::clone(&keys),
         inboxes: senders.into(),
         restored,
         state: Some(writer.handle()),
@@ -221,7 +247,10 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
             .and_then(|cores| cores.get(id % cores.len().max(1)).copied());
         let (config, shutdown_rx, ready_tx) =
             (config.clone(), shutdown_rx.clone(), ready_tx.clone());
-        let (shared, inbox) = (Arc::clone(&shared), receivers.next());
+        let (shared, inbox) = (
+            Arc::clone(&shared),
+            receivers.next().zip(control_inboxes.next()),
+        );
         let access: Option<ShardLog> = shard_logs.next().flatten();
         let metrics = shard_metrics.next();
         let thread = std::thread::Builder::new()
@@ -268,6 +297,15 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         threads,
         pools: present,
         metrics: published,
+        clients: Arc::new(Clients::new(
+            keys,
+            overlay,
+            Arc::clone(&controls),
+            writer.handle(),
+            &config.gateway.state_dir,
+        )),
+        config: Mutex::new(config),
+        controls,
         writer: Some(writer),
         saver: Some(saver),
         access_log,
@@ -289,7 +327,10 @@ fn run_shard(
     setup: ShardSetup,
     config: &Config,
     shared: &Shared,
-    inbox: mpsc::UnboundedReceiver<Handoff>,
+    inbox: (
+        mpsc::UnboundedReceiver<Handoff>,
+        mpsc::UnboundedReceiver<Control>,
+    ),
     (access, metrics): (Option<ShardLog>, ShardMetrics),
 ) {
     let ShardSetup {

@@ -19,6 +19,10 @@ pub mod persist;
 
 pub use keys::{Exhausted, KeyPool, KeyRecord, KeyStatus, Lease, Picker, PoolKey};
 
+/// The provider key pools in use, for the control plane (admin API, metrics, the state saver):
+/// a reload may replace the list. Shards never read it; they get pools with their routing.
+pub type Pools = std::sync::Arc<std::sync::RwLock<Vec<std::sync::Arc<KeyPool>>>>;
+
 /// What one exchange with an endpoint showed about its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyPool, KeyRecord};
+use super::Pools;
 use crate::quota::journal::write_atomically;
 use crate::quota::Clock;
 
@@ -86,25 +87,25 @@ pub struct Saver {
 }
 
 impl Saver {
-    /// Starts saving the states of `pools` to `dir`. With no pools, no thread starts.
-    pub fn start(dir: PathBuf, pools: Vec<Arc<KeyPool>>) -> std::io::Result<Saver> {
+    /// Starts saving the states of the pools in `pools` (a list a reload may replace) to
+    /// `dir`.
+    pub fn start(dir: PathBuf, pools: Pools) -> std::io::Result<Saver> {
         let (stop, stopped) = mpsc::channel::<()>();
-        if pools.is_empty() {
-            return Ok(Saver { stop, thread: None });
-        }
         let path = dir.join(FILE);
         let thread = std::thread::Builder::new()
             .name("keygate-key-states".into())
             .spawn(move || {
-                let mut saved = versions(&pools);
+                let mut saved = versions(&current(&pools));
                 loop {
                     let last = !matches!(
                         stopped.recv_timeout(CHECK_EVERY),
                         Err(mpsc::RecvTimeoutError::Timeout)
                     );
-                    let now = versions(&pools);
-                    if now != saved || last {
-                        save(&path, &pools);
+                    let list = current(&pools);
+                    let now = versions(&list);
+                    let any = !list.is_empty() || !saved.is_empty();
+                    if any && (now != saved || last) {
+                        save(&path, &list);
                         saved = now;
                     }
                     if last {
@@ -127,8 +128,20 @@ impl Saver {
     }
 }
 
-fn versions(pools: &[Arc<KeyPool>]) -> Vec<u64> {
-    pools.iter().map(|pool| pool.version()).collect()
+/// The pools in use now.
+pub fn current(pools: &Pools) -> Vec<Arc<KeyPool>> {
+    pools
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+/// Each pool's identity and version: a replaced pool counts as a change.
+fn versions(pools: &[Arc<KeyPool>]) -> Vec<(usize, u64)> {
+    pools
+        .iter()
+        .map(|pool| (Arc::as_ptr(pool) as usize, pool.version()))
+        .collect()
 }
 
 fn save(path: &Path, pools: &[Arc<KeyPool>]) {
