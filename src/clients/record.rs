@@ -334,7 +334,7 @@ mod tests {
             ),
             (
                 json!({"secret_sha256": digest, "max_concurrent": 1.5}),
-                "integer",
+                "expected i64",
             ),
             (json!({"secret_sha256": "abc"}), "64 hex digits"),
             (
