@@ -146,7 +146,7 @@ fn expires(v: &Spanned<toml::Value>, cx: &mut Ctx<'_, '_>) -> Option<SystemTime>
 }
 
 /// The instant an offset date-time names; `None` without a date, time or offset.
-fn to_system_time(dt: Datetime) -> Option<SystemTime> {
+pub(super) fn to_system_time(dt: Datetime) -> Option<SystemTime> {
     let (date, time, offset) = (dt.date?, dt.time?, dt.offset?);
     let offset_minutes = match offset {
         Offset::Z => 0,

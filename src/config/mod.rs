@@ -16,6 +16,7 @@ mod error;
 mod gateway;
 mod limits;
 mod raw;
+mod route;
 mod secret;
 mod tuning;
 mod upstream;
@@ -29,6 +30,7 @@ pub use endpoint::{parse_endpoint, system_resolver, Endpoint, EndpointSpec, Reso
 pub use error::{ConfigErrors, ConfigProblem};
 pub use gateway::{Gateway, Workers};
 pub use limits::{Limits, Quota, RateLimit};
+pub use route::{Route, RouteState};
 pub use secret::{KeySecretHash, Secret};
 pub use tuning::{DriverChoice, Tuning};
 pub use upstream::{Provider, ProviderKeyConfig, Strategy, Upstream};
@@ -54,17 +56,6 @@ pub struct Config {
     pub client_keys: Vec<ClientKeyConfig>,
     /// The file this config was read from (the `origin` given to [`Config::parse`]).
     pub source: PathBuf,
-}
-
-/// `[[route]]`: which upstream serves a request, by path prefix and optionally host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// Requests whose path starts with this are routed here. Starts with `/`.
-    pub path_prefix: String,
-    /// Only requests for this host (lowercase, without port) match. Default: any host.
-    pub host: Option<String>,
-    /// Name of the [`Upstream`] that serves the route; always defined.
-    pub upstream: String,
 }
 
 /// `[[tenant]]`: a customer that client keys belong to.

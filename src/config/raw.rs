@@ -103,6 +103,12 @@ pub(crate) struct RawRoute {
     pub path_prefix: Text,
     pub host: Option<Text>,
     pub upstream: Text,
+    pub state: Option<Text>,
+    /// A TOML offset datetime or an RFC 3339 string; anything else is a problem.
+    pub deprecation: Option<Spanned<toml::Value>>,
+    /// As `deprecation`.
+    pub sunset: Option<Spanned<toml::Value>>,
+    pub deprecation_link: Option<Text>,
 }
 
 /// `[[tenant]]`.

@@ -144,6 +144,14 @@ path_prefix = "/v1/"
 host = "API.Example.com:443"
 upstream = "llm.main"
 
+[[route]]
+path_prefix = "/v0/"
+upstream = "llm.main"
+state = "deprecated"
+deprecation = 2026-01-01T00:00:00Z
+sunset = "2026-07-01T00:00:00Z"
+deprecation_link = "https://docs.example.com/v0"
+
 [[tenant]]
 name = "acme"
 rate = "50/s"
@@ -255,8 +263,21 @@ secret = "kg-inline"
         path_prefix: "/v1/".into(),
         host: Some("api.example.com".into()),
         upstream: "llm.main".into(),
+        state: RouteState::Published,
+        deprecation: None,
+        sunset: None,
+        deprecation_link: None,
     };
-    assert_eq!(config.routes, [route]);
+    let old = Route {
+        path_prefix: "/v0/".into(),
+        host: None,
+        upstream: "llm.main".into(),
+        state: RouteState::Deprecated,
+        deprecation: Some(1_767_225_600),
+        sunset: Some(1_782_864_000),
+        deprecation_link: Some("https://docs.example.com/v0".into()),
+    };
+    assert_eq!(config.routes, [route, old]);
     let acme = Limits {
         rate: Some(RateLimit {
             rate: Rate {

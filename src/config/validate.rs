@@ -2,8 +2,8 @@
 //!
 //! Validation never stops early. Each check that fails records a problem at the value's
 //! span and substitutes a default so later checks still run; the config is returned only
-//! if no problem was recorded. This file holds the driver, `[[route]]`, `[[tenant]]` and the
-//! helpers the per-table files share; `[gateway]`, `[[upstream]]` and `[[client_key]]` are
+//! if no problem was recorded. This file holds the driver, `[[tenant]]` and the helpers the
+//! per-table files share; `[gateway]`, `[[upstream]]`, `[[route]]` and `[[client_key]]` are
 //! validated in their own files.
 
 use std::collections::HashMap;
@@ -16,9 +16,9 @@ use toml::Spanned;
 
 use super::endpoint::Resolver;
 use super::error::{ConfigErrors, Problems};
-use super::raw::{Int, IntOrText, RawConfig, RawRoute, RawTenant, Text};
+use super::raw::{Int, IntOrText, RawConfig, RawTenant, Text};
 use super::value;
-use super::{client_key, gateway, limits, upstream, Config, Route, Tenant};
+use super::{client_key, gateway, limits, route, upstream, Config, Tenant};
 
 /// What every table's validation needs: where problems go and how to reach the outside.
 pub(crate) struct Ctx<'a, 'p> {
@@ -45,7 +45,7 @@ pub(crate) fn config(
     let upstreams = upstream::upstreams(&raw.upstream, &mut cx);
     upstream::check_fallbacks(&raw.upstream, &upstreams, &mut cx);
     let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-    let routes = routes(&raw.route, &upstream_names, &mut cx);
+    let routes = route::routes(&raw.route, &upstream_names, &mut cx);
 
     let tenants = tenants(&raw.tenant, &mut cx);
     let tenant_names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
@@ -79,90 +79,6 @@ fn tenants(raw: &[toml::Spanned<RawTenant>], cx: &mut Ctx<'_, '_>) -> Vec<Tenant
         });
     }
     tenants
-}
-
-fn routes(raw: &[toml::Spanned<RawRoute>], upstreams: &[&str], cx: &mut Ctx<'_, '_>) -> Vec<Route> {
-    let mut seen = Seen::default();
-    let mut routes = Vec::with_capacity(raw.len());
-    for route in raw {
-        let RawRoute {
-            path_prefix,
-            host,
-            upstream,
-        } = route.get_ref();
-
-        let prefix = path_prefix.get_ref();
-        if !prefix.starts_with('/')
-            || prefix.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
-        {
-            cx.problems.at(
-                path_prefix.span(),
-                format!(
-                    "path_prefix {prefix:?} must start with '/' and hold no spaces, '?' or '#'"
-                ),
-            );
-        }
-
-        let host = host.as_ref().map(|v| route_host(v, cx));
-        if !upstreams.contains(&upstream.get_ref().as_str()) {
-            cx.problems.at(
-                upstream.span(),
-                format!(
-                    "route names upstream {:?}, which is not defined",
-                    upstream.get_ref()
-                ),
-            );
-        }
-
-        // Two routes with the same host and prefix: the second could never be chosen.
-        let key = format!("{} {prefix}", host.as_deref().unwrap_or("*"));
-        seen.unique_key(
-            key,
-            path_prefix.span(),
-            "route for host and path_prefix",
-            cx,
-        );
-
-        routes.push(Route {
-            path_prefix: prefix.clone(),
-            host,
-            upstream: upstream.get_ref().clone(),
-        });
-    }
-    routes
-}
-
-/// A route's host, lowercased, with any `:port` removed (the port is not matched). An IPv6
-/// address keeps its brackets, as it appears in a `Host` header (RFC 9110 section 7.2).
-fn route_host(v: &Text, cx: &mut Ctx<'_, '_>) -> String {
-    let written = v.get_ref();
-    let host = match written.rsplit_once(':') {
-        Some((host, port))
-            if (!host.contains(':') || host.ends_with(']'))
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            host
-        }
-        _ => written.as_str(),
-    };
-
-    let valid = match host.strip_prefix('[') {
-        Some(v6) => v6
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        }
-    };
-    if !valid {
-        cx.problems
-            .at(v.span(), format!("host {written:?} is not a host name"));
-    }
-    host.to_ascii_lowercase()
 }
 
 /// Remembers where each name was first defined, to report duplicates.
@@ -351,38 +267,11 @@ pub(crate) fn relative_to(base: &Path, path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_problems, problems, GATEWAY, UPSTREAM};
+    use super::super::tests::{assert_problems, problems, GATEWAY};
 
     #[test]
-    fn route_and_tenant_problems() {
-        let route = |prefix: &str, host: &str, upstream: &str| {
-            format!("[[route]]\npath_prefix = \"{prefix}\"\n{host}upstream = \"{upstream}\"\n")
-        };
+    fn tenant_problems() {
         assert_problems(&[
-            (
-                format!("{GATEWAY}{}", route("/v1/", "", "nope")),
-                "c.toml:5:12: route names upstream \"nope\", which is not defined",
-            ),
-            (
-                format!("{GATEWAY}{UPSTREAM}{}", route("v1/", "", "up")),
-                "c.toml:8:15: path_prefix \"v1/\" must start with '/'",
-            ),
-            (
-                format!(
-                    "{GATEWAY}{UPSTREAM}{}",
-                    route("/v1/", "host = \"a b\"\n", "up")
-                ),
-                "c.toml:9:8: host \"a b\" is not a host name",
-            ),
-            (
-                format!(
-                    "{GATEWAY}{UPSTREAM}{}{}",
-                    route("/v1/", "host = \"A.test\"\n", "up"),
-                    route("/v1/", "host = \"a.test:80\"\n", "up")
-                ),
-                "c.toml:12:15: duplicate route for host and path_prefix \"a.test /v1/\"; \
-                 first defined on line 8",
-            ),
             (
                 format!("{GATEWAY}[[tenant]]\nname = \"t\"\ncolour = \"red\"\n"),
                 "c.toml:5:1: unknown field `colour`, expected one of `name`, `rate`,",
@@ -396,38 +285,6 @@ mod tests {
                 "c.toml:4:8: tenant name \"\" must be 1 to 64 of A-Z a-z 0-9 _ . -",
             ),
         ]);
-
-        let hosts = [
-            ("Api.Example.COM", "api.example.com"),
-            ("api.example.com:8443", "api.example.com"),
-            ("10.0.0.1:80", "10.0.0.1"),
-            ("[::1]", "[::1]"),
-            ("[::1]:8080", "[::1]"),
-        ];
-        for (written, want) in hosts {
-            let text = format!(
-                "{GATEWAY}{UPSTREAM}{}",
-                route("/", &format!("host = \"{written}\"\n"), "up")
-            );
-            let config = super::super::tests::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(config.routes[0].host.as_deref(), Some(want), "{written}");
-        }
-        for bad in ["a.test:", "a:b:c", "[::1", "[nope]", ""] {
-            let text = format!(
-                "{GATEWAY}{UPSTREAM}{}",
-                route("/", &format!("host = \"{bad}\"\n"), "up")
-            );
-            let want = format!("c.toml:9:8: host \"{bad}\" is not a host name");
-            assert_eq!(problems(&text), want);
-        }
-
-        // The same prefix on different hosts, or with and without a host, is fine.
-        let text = format!(
-            "{GATEWAY}{UPSTREAM}{}{}",
-            route("/v1/", "host = \"a.test\"\n", "up"),
-            route("/v1/", "", "up")
-        );
-        assert_eq!(problems(&text), "ok");
     }
 
     #[test]

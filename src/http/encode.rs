@@ -63,6 +63,11 @@ impl<'a> HeadWriter<'a> {
         self.field(name, digits.format(value).as_bytes());
     }
 
+    /// Field lines encoded ahead of time, each `Name: value` and CRLF, appended as they are.
+    pub fn encoded_fields(&mut self, lines: &[u8]) {
+        self.out.put_slice(lines);
+    }
+
     /// The empty line that ends the head.
     pub fn finish(self) {
         self.out.put_slice(b"\r\n");
@@ -100,11 +105,13 @@ mod tests {
         head.field_u64(b"Content-Length", 42);
         head.field_list(b"Via", b"1.0 a", b"1.1 keygate");
         head.field_list(b"X-Empty", b"", b"x");
+        head.encoded_fields(b"");
+        head.encoded_fields(b"A: 1\r\nB: 2\r\n");
         head.finish();
         assert_eq!(
             &out[..],
             &b"POST /v1/chat HTTP/1.1\r\nX-Case-Kept: 1\r\nContent-Length: 42\r\n\
-               Via: 1.0 a, 1.1 keygate\r\nX-Empty: x\r\n\r\n"[..]
+               Via: 1.0 a, 1.1 keygate\r\nX-Empty: x\r\nA: 1\r\nB: 2\r\n\r\n"[..]
         );
     }
 

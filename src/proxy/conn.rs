@@ -233,6 +233,11 @@ impl ClientConn {
             .route(head.host(), path)
             .ok_or(Error::NoRoute)?;
         self.trace.route = Some(route.index);
+        // A retired route is gone for every key: it answers before the key's own route
+        // permissions are looked at, and no upstream is contacted.
+        if let Some(retired) = route.retired() {
+            return Err(retired);
+        }
         if key.is_some_and(|key| !key.allows_path(path)) {
             return Err(Error::Forbidden("this route"));
         }
@@ -316,16 +321,19 @@ impl ClientConn {
     }
 
     /// Answers `error` with the contract's JSON body, best effort: the client may be gone.
-    /// An authenticated client also gets its budget.
+    /// An authenticated client also gets its budget; an error after routing carries the
+    /// route's lifecycle fields.
     pub(super) async fn answer_error(&mut self, error: &Error, close: bool) {
         self.out.clear();
         let shard = &self.shard;
         let table = shard.keys.get();
         let key = self.key.map(|index| table.key(index));
+        let lifecycle = lifecycle_fields(self.routing.as_deref(), self.trace.route);
         write_error_response(&mut self.out, error, close, |writer| {
             if let Some(key) = key {
                 write_budget(writer, &shard.quota.borrow(), key, shard.clock.now());
             }
+            writer.encoded_fields(lifecycle);
         });
         if self.out.is_empty() {
             return;
@@ -340,4 +348,13 @@ impl ClientConn {
             tracing::debug!(shard = self.shard.id, error = %err, "error response not delivered");
         }
     }
+}
+
+/// The lifecycle fields of the route at config position `route` (empty before routing, and
+/// for a published route).
+pub(super) fn lifecycle_fields(routing: Option<&Routing>, route: Option<usize>) -> &[u8] {
+    route
+        .zip(routing)
+        .and_then(|(index, routing)| routing.router.at(index))
+        .map_or(&[][..], |route| route.lifecycle_fields())
 }

@@ -2,6 +2,7 @@
 //! place where each maps to a status code and the contract's JSON error body.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
@@ -40,6 +41,9 @@ pub enum Error {
     /// No route matches the request.
     #[error("no route matches")]
     NoRoute,
+    /// The request's route is retired; the message names it (built with the router).
+    #[error("{0}")]
+    RouteRetired(Arc<str>),
     /// The request body is over the configured limit.
     #[error("request body too large")]
     BodyTooLarge,
@@ -124,6 +128,7 @@ impl Error {
             Error::Limited(refusal) => (429, refusal.exceeded.code(), "rate_limit_error"),
             Error::MethodNotAllowed => (405, "method_not_allowed", INVALID),
             Error::NoRoute => (404, "not_found", INVALID),
+            Error::RouteRetired(_) => (410, "route_retired", INVALID),
             Error::BodyTooLarge => (413, "request_too_large", INVALID),
             Error::ClientTimeout => (408, "request_timeout", INVALID),
             Error::ClientGone(_) => return None,
@@ -188,6 +193,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        410 => "Gone",
         413 => "Content Too Large",
         417 => "Expectation Failed",
         429 => "Too Many Requests",
@@ -230,6 +236,7 @@ mod tests {
             (Error::ClientGone(io::ErrorKind::BrokenPipe.into()), None),
             (Error::Unauthorized(AuthError::Missing), Some(401)),
             (Error::Forbidden("this route"), Some(403)),
+            (Error::RouteRetired("gone".into()), Some(410)),
         ];
         for (error, status) in table {
             assert_eq!(error.status().map(|s| s.0), status, "{error}");

@@ -13,6 +13,7 @@ mod deadline;
 mod error;
 mod forward;
 mod io;
+mod lifecycle;
 mod request_body;
 mod response;
 mod route;

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use monoio::time::Instant;
 
 use super::budget::write_budget;
-use super::conn::ClientConn;
+use super::conn::{lifecycle_fields, ClientConn};
 use super::io::{self, ReadOutcome};
 use super::upstream::Sent;
 use super::Error;
@@ -91,6 +91,7 @@ impl ClientConn {
                 relay,
                 keep_alive,
                 keyed,
+                lifecycle: lifecycle_fields(self.routing.as_deref(), self.trace.route),
             };
             encode_response_head(&mut self.out, &response, request, budget);
         }
@@ -309,6 +310,8 @@ struct Response<'a> {
     /// Whether it answers a request sent with a pool key, whose limits the provider's
     /// rate-limit fields describe.
     keyed: bool,
+    /// The route's `Deprecation`, `Sunset` and `Link` lines; empty for a published route.
+    lifecycle: &'a [u8],
 }
 
 /// Whether a response is a server-sent event stream.
@@ -331,9 +334,16 @@ fn is_rate_limit_field(name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(b"ratelimit-policy")
 }
 
+/// Whether a field is one a deprecated route states for itself. Both are singletons (RFC
+/// 9745 section 2.1, RFC 8594 section 3), so the upstream's are dropped on such a route
+/// rather than sent beside the gateway's. `Link` is a list and stays.
+fn is_lifecycle_field(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"deprecation") || name.eq_ignore_ascii_case(b"sunset")
+}
+
 /// The response head as the client sees it: status and fields as the upstream sent them,
-/// less hop-by-hop fields, with `Via`, the client's own budget when it has a key, and the
-/// framing the relay uses.
+/// less hop-by-hop fields, with `Via`, the client's own budget when it has a key, the
+/// route's lifecycle fields, and the framing the relay uses.
 fn encode_response_head(
     out: &mut BytesMut,
     response: &Response<'_>,
@@ -346,6 +356,7 @@ fn encode_response_head(
         relay,
         keep_alive,
         keyed,
+        lifecycle,
     } = *response;
     let via: &[u8] = match head.version {
         Version::Http10 => b"1.0 keygate",
@@ -370,6 +381,9 @@ fn encode_response_head(
         if (budget.is_some() || keyed) && is_rate_limit_field(name) {
             continue;
         }
+        if !lifecycle.is_empty() && is_lifecycle_field(name) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"via") && !via_seen {
             via_seen = true;
             writer.field_list(name, value, via);
@@ -383,6 +397,7 @@ fn encode_response_head(
     if let Some((quota, key, now)) = budget {
         write_budget(&mut writer, quota, key, now);
     }
+    writer.encoded_fields(lifecycle);
     match relay {
         Relay::Length(length) => writer.field_u64(b"Content-Length", length),
         Relay::Chunked | Relay::Rechunk => writer.field(b"Transfer-Encoding", b"chunked"),
@@ -394,4 +409,54 @@ fn encode_response_head(
         (true, Version::Http11) => {}
     }
     writer.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head the client gets for upstream head `upstream`, on a route with `lifecycle`.
+    fn client_head(upstream: &[u8], lifecycle: &[u8]) -> String {
+        let mut request_buf = BytesMut::from(&b"GET /v1/x HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
+        let request = RequestHead::parse(&mut request_buf, 4096, &mut Vec::new())
+            .expect("valid request")
+            .expect("whole request");
+        let buf = BytesMut::from(upstream);
+        let head = ResponseHead::parse(&buf, false, 4096, &mut Vec::new())
+            .expect("valid response")
+            .expect("whole response");
+        let response = Response {
+            head: &head,
+            buf: &buf,
+            relay: Relay::choose(head.framing, request.version),
+            keep_alive: true,
+            keyed: false,
+            lifecycle,
+        };
+        let mut out = BytesMut::new();
+        encode_response_head(&mut out, &response, &request, None);
+        String::from_utf8(out.to_vec()).expect("ASCII head")
+    }
+
+    #[test]
+    fn a_deprecated_route_states_its_own_lifecycle() {
+        let upstream = b"HTTP/1.1 200 OK\r\nDeprecation: @1\r\nsunset: Thu, 01 Jan 1970 00:00:01 GMT\r\n\
+                         Link: <https://up.example/next>; rel=\"next\"\r\nContent-Length: 2\r\n\r\nok";
+        let lifecycle =
+            b"Deprecation: @1767225600\r\nLink: <https://docs.example>; rel=\"deprecation\"\r\n";
+        assert_eq!(
+            client_head(upstream, lifecycle),
+            "HTTP/1.1 200 OK\r\nLink: <https://up.example/next>; rel=\"next\"\r\n\
+             Via: 1.1 keygate\r\nDeprecation: @1767225600\r\n\
+             Link: <https://docs.example>; rel=\"deprecation\"\r\nContent-Length: 2\r\n\r\n"
+        );
+
+        // On a published route the upstream's own fields pass through untouched.
+        assert_eq!(
+            client_head(upstream, b""),
+            "HTTP/1.1 200 OK\r\nDeprecation: @1\r\nsunset: Thu, 01 Jan 1970 00:00:01 GMT\r\n\
+             Link: <https://up.example/next>; rel=\"next\"\r\nVia: 1.1 keygate\r\n\
+             Content-Length: 2\r\n\r\n"
+        );
+    }
 }

@@ -33,6 +33,7 @@ const NOT_ADMITTED: &[&str] = &[
     "invalid_api_key",
     "forbidden",
     "not_found",
+    "route_retired",
     "method_not_allowed",
     "expectation_failed",
     "headers_too_large",

@@ -311,6 +311,35 @@ fn forecasts_count_the_window_and_project_the_last_hour() {
 }
 
 #[test]
+fn answers_of_a_retired_route_are_not_charged() {
+    let mut log = Vec::new();
+    of_a(HOUR_START_NS, 10).write_to(&mut log);
+    for _ in 0..3 {
+        let gone = Record {
+            status: 410,
+            upstream: None,
+            upstream_key: None,
+            upstream_latency_us: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            error_code: Some("route_retired"),
+            ..of_a(HOUR_START_NS + MINUTE_NS, 10)
+        };
+        gone.write_to(&mut log);
+    }
+    let mut report = Report::new(Some(&config()));
+    report.read(&log[..]).expect("read from memory");
+    let summary = report.summary();
+    let used: Vec<_> = summary
+        .forecasts
+        .iter()
+        .map(|f| (f.window, f.used))
+        .collect();
+    assert_eq!(used, [("hour", 1), ("day", 1)]);
+    assert_eq!(summary.keys[0].stats.requests, 4);
+}
+
+#[test]
 fn the_table_and_the_json_show_the_same_numbers() {
     let summary = summary();
     let mut text = Vec::new();
