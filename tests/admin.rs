@@ -28,24 +28,10 @@ fn start(mock: SocketAddr, token_env: bool) -> (Gateway, SocketAddr) {
         route_section("/", None, "pool")
     );
     let gateway = Gateway::start_with_env(&config, &[("KEYGATE_TEST_ADMIN_TOKEN", TOKEN)]);
-    let admin = admin_addr(&gateway);
+    let admin = gateway.admin_addr();
     (gateway, admin)
 }
 
-fn admin_addr(gateway: &Gateway) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = gateway.process.log_lines().iter().find_map(|line| {
-            let rest = &line[line.find("admin API on ")? + "admin API on ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no admin address in the log");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {
     let auth = token
@@ -254,7 +240,7 @@ fn request_metrics_move_as_traffic_flows() {
         route_section("/v1/", None, "llm")
     );
     let gateway = Gateway::start(&config);
-    let admin = admin_addr(&gateway);
+    let admin = gateway.admin_addr();
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
     let chat = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer kg-app\r\n\

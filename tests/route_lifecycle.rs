@@ -132,21 +132,6 @@ fn a_deprecated_route_marks_every_answer_on_it() {
     assert_eq!(old_client.body_text(), "data: one\n\ndata: two\n\n");
 }
 
-/// The admin address the gateway logged.
-fn admin_addr(gateway: &Gateway) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = gateway.process.log_lines().iter().find_map(|line| {
-            let rest = &line[line.find("admin API on ")? + "admin API on ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no admin address in the log");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `GET path` presenting client key `secret`.
 fn get(path: &str, secret: &str) -> Vec<u8> {
@@ -170,7 +155,7 @@ fn a_retired_route_answers_410_after_authentication_and_contacts_no_upstream() {
         + "[[client_key]]\nid = \"app\"\nsecret = \"kg-app\"\n\n\
            [[client_key]]\nid = \"narrow\"\nsecret = \"kg-narrow\"\nroutes = [\"/v1/chat/\"]\n";
     let gateway = Gateway::start(&config);
-    let admin = admin_addr(&gateway);
+    let admin = gateway.admin_addr();
     let mut client = Client::connect(gateway.addr());
 
     // An unknown key is refused as on any route: authentication comes first.

@@ -182,6 +182,86 @@ impl Gateway {
     pub fn addr(&self) -> SocketAddr {
         self.process.addr
     }
+
+    /// The admin address the gateway logged.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.process.log_lines().iter().rev().find_map(|line| {
+                let rest = &line[line.find("admin API on ")? + "admin API on ".len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no admin address in the log");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The config file's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.0.join("keygate.toml")
+    }
+
+    /// Stops the gateway with SIGTERM (asserting a clean exit) and starts it again on the same
+    /// directory and config file, with `env`.
+    pub fn restart(mut self, env: &[(&str, &str)]) -> Gateway {
+        self.process.signal("TERM");
+        let status = self.process.wait_exit(Duration::from_secs(15));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        let keygate = PathBuf::from(env!("CARGO_BIN_EXE_keygate"));
+        let path = self.config_path();
+        let process = Process::start(
+            &keygate,
+            &["run", "--config", path.to_str().expect("utf-8 path")],
+            &self.dir.0,
+            env,
+        );
+        Gateway {
+            process,
+            dir: self.dir,
+        }
+    }
+
+    /// Rewrites the config file and sends SIGHUP, then waits for the log to say how the reload
+    /// ended; returns that line.
+    pub fn reload(&self, config: &str) -> String {
+        let before = self.process.log_lines().len();
+        std::fs::write(self.config_path(), config).expect("write config");
+        self.process.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.process.log_lines();
+            let ended = lines[before..]
+                .iter()
+                .find(|line| line.contains("config reloaded") || line.contains("reload refused"));
+            if let Some(line) = ended {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "the reload never ended: {lines:#?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One admin API request: `method path` with the bearer `token` and an optional JSON body.
+pub fn admin_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    roundtrip(addr, request.as_bytes())
 }
 
 /// A minimal config: `workers` shards in front of one upstream at `upstream`, route `/`.
