@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::admin::admin_addr;
 use common::*;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
@@ -30,21 +31,6 @@ fn start(mock: SocketAddr, token_env: bool) -> (Gateway, SocketAddr) {
     let gateway = Gateway::start_with_env(&config, &[("KEYGATE_TEST_ADMIN_TOKEN", TOKEN)]);
     let admin = admin_addr(&gateway);
     (gateway, admin)
-}
-
-fn admin_addr(gateway: &Gateway) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = gateway.process.log_lines().iter().find_map(|line| {
-            let rest = &line[line.find("admin API on ")? + "admin API on ".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no admin address in the log");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {

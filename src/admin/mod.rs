@@ -53,8 +53,11 @@ pub struct AdminState {
     pub shards: Vec<Arc<std::sync::Mutex<crate::metrics::Counts>>>,
     /// Route labels (`path_prefix`), in config order.
     pub routes: Vec<String>,
-    /// Tenant names, in config order.
-    pub tenants: Vec<String>,
+    /// Upstream names, in config order.
+    pub upstreams: Vec<String>,
+    /// The client key table, read for key ids and tenant names only when metrics are
+    /// rendered (see `metrics::key_names`).
+    pub keys: Arc<crate::keys::KeyTable>,
 }
 
 /// The running admin listener.

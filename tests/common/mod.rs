@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod keys;
 
 use std::io::{BufRead, BufReader, Read, Write};
