@@ -9,7 +9,8 @@
 //! - [`upstream`]: upstream groups on a shard: endpoint choice and health; provider key
 //!   pools shared by all shards, what responses say about a key, key states on disk.
 //! - [`admin`]: the admin listener: health, readiness, metrics, the admin API.
-//! - [`metrics`]: request counts and durations, counted per shard, published once a second.
+//! - [`metrics`]: request counts and durations, upstream latency, usage per client key and
+//!   tenant, upstream connections; counted per shard, published once a second.
 //! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
 //! - [`clients`]: the control plane's client keys and tenants: the config file's, the admin
 //!   API's changes kept in `state_dir`, and new key tables sent to every shard.

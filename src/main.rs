@@ -176,7 +176,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|r| r.path_prefix.clone())
         .collect();
-    let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
+    let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
     let gateway = keygate::shard::start(config).context("cannot start")?;
     let admin_state = Arc::new(AdminState {
         pools: gateway.pools.clone(),
@@ -185,7 +185,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         access_log: gateway.access_log_stats(),
         shards: gateway.metrics.clone(),
         routes,
-        tenants,
+        upstreams,
         clients: Arc::clone(&gateway.clients),
     });
     release_free_memory();

@@ -2,15 +2,22 @@
 //! atomic on the request path) and once a second adds what it counted to a snapshot it
 //! shares with the admin listener, behind a mutex that only that hand-over and a scrape
 //! take. A scrape therefore sees counts up to a second old.
+//!
+//! Client keys and tenants are counted by their position in the key table, never by name:
+//! names are resolved when a scrape renders them. Keys are counted in a map that holds only
+//! those that had traffic, and tenants in a list grown when a position is first seen, so
+//! neither depends on how many keys or tenants the table held at start. The request path
+//! allocates only the first time a shard sees a key (or a tenant, or an upstream).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
-use crate::quota::Exceeded;
+use crate::quota::{Exceeded, Positions};
 
-/// The upper bounds, in seconds, of the request duration histogram's buckets.
+/// The upper bounds, in seconds, of the request and upstream duration histograms' buckets.
 pub const DURATION_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
@@ -28,8 +35,46 @@ pub const REJECTION_REASONS: [&str; 8] = [
     "concurrency",
 ];
 
-/// The longest duration the histogram tells apart: an hour, in microseconds.
+/// The longest duration the histograms tell apart: an hour, in microseconds.
 const MAX_DURATION_US: u64 = 3_600_000_000;
+
+/// What a client key, or a tenant's keys, were used for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests answered, per status class (1xx to 5xx).
+    pub requests: [u64; 5],
+    /// Prompt and completion tokens the providers reported.
+    pub tokens: [u64; 2],
+}
+
+impl Usage {
+    fn count(&mut self, class: Option<usize>, tokens: Option<(u64, u64)>) {
+        if let Some(class) = class {
+            self.requests[class] += 1;
+        }
+        if let Some((prompt, completion)) = tokens {
+            self.tokens[0] += prompt;
+            self.tokens[1] += completion;
+        }
+    }
+
+    fn add(&mut self, other: &Usage) {
+        for (a, b) in self.requests.iter_mut().zip(&other.requests) {
+            *a += b;
+        }
+        self.tokens[0] += other.tokens[0];
+        self.tokens[1] += other.tokens[1];
+    }
+}
+
+/// One shard's connections to one upstream, as of a hand-over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolGauge {
+    /// Connections idle in the keep-alive pools of the upstream's endpoints.
+    pub idle: u64,
+    /// Connections carrying a request: one request in flight each (HTTP/1.1).
+    pub busy: u64,
+}
 
 /// What one shard counted (or, published, what every hand-over added up to).
 #[derive(Debug, Clone)]
@@ -39,29 +84,42 @@ pub struct Counts {
     pub requests: Vec<[u64; 5]>,
     /// Per route, as `requests`: durations in microseconds.
     pub durations: Vec<Histogram<u64>>,
+    /// Per upstream (config order): time from sending an attempt to its response head, in
+    /// microseconds.
+    pub upstream_durations: Vec<Histogram<u64>>,
     /// Per [`REJECTION_REASONS`]: requests a client key's limits refused.
     pub rejections: [u64; 8],
-    /// Per tenant (config order, then one for keys without a tenant or no key): prompt and
-    /// completion tokens the providers reported.
-    pub tokens: Vec<[u64; 2]>,
+    /// Per tenant, by table position, for requests with a client key; as long as the
+    /// highest position seen.
+    pub tenants: Vec<Usage>,
+    /// Requests with a client key that belongs to no tenant.
+    pub untenanted: Usage,
+    /// Per client key, by table position; only keys that had traffic.
+    pub keys: HashMap<u32, Usage, Positions>,
     /// Client connections open on the shard at the last hand-over.
     pub connections: u64,
+    /// Per upstream (config order): the shard's connections to it at the last hand-over.
+    pub pools: Vec<PoolGauge>,
 }
 
 impl Counts {
-    /// Empty counts for `routes` routes and `tenants` tenants.
-    pub fn new(routes: usize, tenants: usize) -> Counts {
-        let histogram = Histogram::new_with_max(MAX_DURATION_US, 2).expect("valid bounds");
+    /// Empty counts for `routes` routes and `upstreams` upstreams.
+    pub fn new(routes: usize, upstreams: usize) -> Counts {
         Counts {
             requests: vec![[0; 5]; routes + 1],
-            durations: vec![histogram; routes + 1],
+            durations: vec![histogram(); routes + 1],
+            upstream_durations: vec![histogram(); upstreams],
             rejections: [0; 8],
-            tokens: vec![[0; 2]; tenants + 1],
+            tenants: Vec::new(),
+            untenanted: Usage::default(),
+            keys: HashMap::default(),
             connections: 0,
+            pools: Vec::new(),
         }
     }
 
-    /// Adds `other` (of the same shape) to these counts; `connections` is replaced.
+    /// Adds the counters of `other` (with the same routes) to these; the gauges
+    /// (`connections`, `pools`) are replaced by the other's.
     pub fn add(&mut self, other: &Counts) {
         for (mine, theirs) in self.requests.iter_mut().zip(&other.requests) {
             for (a, b) in mine.iter_mut().zip(theirs) {
@@ -72,21 +130,35 @@ impl Counts {
             // Same bounds on both sides: adding cannot fail.
             let _ = mine.add(theirs);
         }
+        for (index, theirs) in other.upstream_durations.iter().enumerate() {
+            let _ = slot(&mut self.upstream_durations, index, histogram).add(theirs);
+        }
         for (a, b) in self.rejections.iter_mut().zip(&other.rejections) {
             *a += b;
         }
-        for (mine, theirs) in self.tokens.iter_mut().zip(&other.tokens) {
-            mine[0] += theirs[0];
-            mine[1] += theirs[1];
+        for (index, theirs) in other.tenants.iter().enumerate() {
+            slot(&mut self.tenants, index, Usage::default).add(theirs);
+        }
+        self.untenanted.add(&other.untenanted);
+        for (&key, theirs) in &other.keys {
+            self.keys.entry(key).or_default().add(theirs);
         }
         self.connections = other.connections;
+        self.pools.clone_from(&other.pools);
     }
 
+    /// Zeroes the counters, keeping the room they took so that counting again allocates
+    /// nothing (the key map keeps its capacity, not its entries).
     fn clear(&mut self) {
         self.requests.iter_mut().for_each(|r| *r = [0; 5]);
         self.durations.iter_mut().for_each(Histogram::reset);
+        self.upstream_durations
+            .iter_mut()
+            .for_each(Histogram::reset);
         self.rejections = [0; 8];
-        self.tokens.iter_mut().for_each(|t| *t = [0; 2]);
+        self.tenants.iter_mut().for_each(|t| *t = Usage::default());
+        self.untenanted = Usage::default();
+        self.keys.clear();
     }
 }
 
@@ -97,10 +169,13 @@ pub struct Exchange {
     pub route: Option<usize>,
     /// The status sent (or logged, as 499 for a client that left).
     pub status: u16,
+    /// From the request head to the response's last byte, in microseconds.
     pub duration_us: u64,
     /// The limit that refused the request, if one did.
     pub rejected: Option<Exceeded>,
-    /// The tenant's position in the config, if the key has one.
+    /// The client key's position in the key table, once the key was recognised.
+    pub key: Option<u32>,
+    /// The key's tenant's position in the key table, if it has one.
     pub tenant: Option<u32>,
     /// Prompt and completion tokens the provider reported.
     pub tokens: Option<(u64, u64)>,
@@ -113,11 +188,12 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
-    /// Metrics for `routes` routes and `tenants` tenants, and the snapshot a scrape reads.
-    pub fn new(routes: usize, tenants: usize) -> (ShardMetrics, Arc<Mutex<Counts>>) {
-        let published = Arc::new(Mutex::new(Counts::new(routes, tenants)));
+    /// Metrics for `routes` routes and `upstreams` upstreams, and the snapshot a scrape
+    /// reads.
+    pub fn new(routes: usize, upstreams: usize) -> (ShardMetrics, Arc<Mutex<Counts>>) {
+        let published = Arc::new(Mutex::new(Counts::new(routes, upstreams)));
         let metrics = ShardMetrics {
-            local: RefCell::new(Counts::new(routes, tenants)),
+            local: RefCell::new(Counts::new(routes, upstreams)),
             published: Arc::clone(&published),
         };
         (metrics, published)
@@ -128,8 +204,12 @@ impl ShardMetrics {
         let mut counts = self.local.borrow_mut();
         let routes = counts.requests.len() - 1;
         let route = exchange.route.filter(|&r| r < routes).unwrap_or(routes);
-        if let Some(class) = (exchange.status / 100).checked_sub(1).filter(|&c| c < 5) {
-            counts.requests[route][class as usize] += 1;
+        let class = (exchange.status / 100)
+            .checked_sub(1)
+            .map(usize::from)
+            .filter(|&c| c < 5);
+        if let Some(class) = class {
+            counts.requests[route][class] += 1;
         }
         let duration = exchange.duration_us.clamp(1, MAX_DURATION_US);
         let _ = counts.durations[route].record(duration);
@@ -141,23 +221,37 @@ impl ShardMetrics {
                 counts.rejections[i] += 1;
             }
         }
-        if let Some((prompt, completion)) = exchange.tokens {
-            let tenants = counts.tokens.len() - 1;
-            let tenant = exchange
-                .tenant
-                .map(|t| t as usize)
-                .filter(|&t| t < tenants)
-                .unwrap_or(tenants);
-            counts.tokens[tenant][0] += prompt;
-            counts.tokens[tenant][1] += completion;
-        }
+
+        // Usage is counted for requests that presented a known key, by the key's and its
+        // tenant's positions.
+        let Some(key) = exchange.key else { return };
+        counts
+            .keys
+            .entry(key)
+            .or_default()
+            .count(class, exchange.tokens);
+        let tenant = match exchange.tenant {
+            Some(tenant) => slot(&mut counts.tenants, tenant as usize, Usage::default),
+            None => &mut counts.untenanted,
+        };
+        tenant.count(class, exchange.tokens);
+    }
+
+    /// Counts the time an attempt to upstream `upstream` (its position in the config) took
+    /// from being sent to its response head.
+    pub fn upstream_answered(&self, upstream: usize, latency_us: u64) {
+        let mut counts = self.local.borrow_mut();
+        let latencies = slot(&mut counts.upstream_durations, upstream, histogram);
+        let _ = latencies.record(latency_us.clamp(1, MAX_DURATION_US));
     }
 
     /// Adds what was counted since the last hand-over to the published snapshot, with the
-    /// shard's open connections.
-    pub fn publish(&self, connections: usize) {
+    /// shard's open client connections and its connections to each upstream.
+    pub fn publish(&self, connections: usize, pools: impl IntoIterator<Item = PoolGauge>) {
         let mut local = self.local.borrow_mut();
         local.connections = connections as u64;
+        local.pools.clear();
+        local.pools.extend(pools);
         // Only this hand-over and a scrape take the lock; a poisoned one still holds counts.
         let mut published = self
             .published
@@ -169,21 +263,38 @@ impl ShardMetrics {
     }
 }
 
+/// An empty duration histogram.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_max(MAX_DURATION_US, 2).expect("valid bounds")
+}
+
+/// The entry at `index`, growing `list` with `empty()` up to it first.
+fn slot<T>(list: &mut Vec<T>, index: usize, empty: impl Fn() -> T) -> &mut T {
+    if list.len() <= index {
+        list.resize_with(index + 1, empty);
+    }
+    &mut list[index]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_are_kept_by_route_and_class_and_published_once() {
-        let (metrics, published) = ShardMetrics::new(2, 1);
-        let exchange = |route, status, duration_us| Exchange {
+    fn exchange(route: Option<usize>, status: u16, duration_us: u64) -> Exchange {
+        Exchange {
             route,
             status,
             duration_us,
             rejected: None,
+            key: Some(4),
             tenant: Some(0),
             tokens: Some((3, 4)),
-        };
+        }
+    }
+
+    #[test]
+    fn counts_are_kept_by_route_and_class_and_published_once() {
+        let (metrics, published) = ShardMetrics::new(2, 1);
         metrics.record(&exchange(Some(1), 200, 800));
         metrics.record(&exchange(Some(1), 503, 20_000));
         metrics.record(&exchange(None, 404, 50));
@@ -193,8 +304,8 @@ mod tests {
             ..exchange(Some(0), 429, 40)
         });
         metrics.record(&exchange(Some(7), 0, 1));
-        metrics.publish(5);
-        metrics.publish(6);
+        metrics.publish(5, []);
+        metrics.publish(6, []);
         let counts = published.lock().unwrap();
         assert_eq!(counts.requests[1], [0, 1, 0, 0, 1]);
         assert_eq!(counts.requests[0], [0, 0, 0, 1, 0]);
@@ -203,7 +314,98 @@ mod tests {
         assert_eq!(counts.durations[1].len(), 2);
         assert_eq!(counts.durations[2].len(), 2);
         assert_eq!(counts.rejections[7], 1);
-        assert_eq!(counts.tokens[0], [12, 16]);
+        assert_eq!(counts.tenants[0].tokens, [12, 16]);
         assert_eq!(counts.connections, 6);
+    }
+
+    #[test]
+    fn usage_is_kept_per_key_and_tenant_position_however_many_there_are() {
+        let (metrics, published) = ShardMetrics::new(1, 1);
+        // Positions past anything seen at start (keys and tenants added at runtime).
+        metrics.record(&Exchange {
+            key: Some(1_000_000),
+            tenant: Some(9),
+            ..exchange(Some(0), 200, 10)
+        });
+        metrics.record(&Exchange {
+            key: Some(1_000_000),
+            tenant: Some(9),
+            tokens: None,
+            ..exchange(Some(0), 429, 10)
+        });
+        metrics.record(&Exchange {
+            key: Some(2),
+            tenant: None,
+            ..exchange(Some(0), 200, 10)
+        });
+        // Without a key, nothing is counted as usage.
+        metrics.record(&Exchange {
+            key: None,
+            tenant: None,
+            ..exchange(Some(0), 401, 10)
+        });
+        metrics.publish(0, []);
+        metrics.record(&Exchange {
+            key: Some(2),
+            tenant: None,
+            ..exchange(Some(0), 500, 10)
+        });
+        metrics.publish(0, []);
+
+        let counts = published.lock().unwrap();
+        assert_eq!(counts.keys.len(), 2);
+        let busy = counts.keys[&1_000_000];
+        assert_eq!(busy.requests, [0, 1, 0, 1, 0]);
+        assert_eq!(busy.tokens, [3, 4]);
+        assert_eq!(counts.keys[&2].requests, [0, 1, 0, 0, 1]);
+        assert_eq!(counts.keys[&2].tokens, [6, 8]);
+        assert_eq!(counts.tenants.len(), 10);
+        assert_eq!(counts.tenants[9].requests, [0, 1, 0, 1, 0]);
+        assert_eq!(counts.tenants[3], Usage::default());
+        assert_eq!(counts.untenanted.requests, [0, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn upstream_latencies_and_pool_gauges_are_handed_over_per_upstream() {
+        let (metrics, published) = ShardMetrics::new(1, 2);
+        metrics.upstream_answered(1, 2_000);
+        metrics.upstream_answered(1, 0);
+        metrics.upstream_answered(3, 70_000);
+        let gauge = PoolGauge { idle: 3, busy: 1 };
+        metrics.publish(0, [PoolGauge::default(), gauge]);
+        metrics.upstream_answered(1, 500);
+        metrics.publish(0, [gauge, gauge]);
+
+        let counts = published.lock().unwrap();
+        assert_eq!(counts.upstream_durations[0].len(), 0);
+        assert_eq!(counts.upstream_durations[1].len(), 3);
+        assert_eq!(counts.upstream_durations[1].count_between(0, 1_000), 2);
+        assert_eq!(counts.upstream_durations[3].len(), 1);
+        // Gauges are the last hand-over's, not a sum.
+        assert_eq!(counts.pools, [gauge, gauge]);
+    }
+
+    #[test]
+    fn adding_shards_sums_counters_of_every_shape() {
+        let (one, first) = ShardMetrics::new(1, 1);
+        let (two, second) = ShardMetrics::new(1, 1);
+        one.record(&exchange(Some(0), 200, 10));
+        two.record(&exchange(Some(0), 200, 10));
+        two.record(&Exchange {
+            key: Some(8),
+            tenant: Some(2),
+            ..exchange(Some(0), 200, 10)
+        });
+        one.publish(1, []);
+        two.publish(2, []);
+
+        let mut total = Counts::new(1, 1);
+        total.add(&first.lock().unwrap());
+        total.add(&second.lock().unwrap());
+        assert_eq!(total.requests[0], [0, 3, 0, 0, 0]);
+        assert_eq!(total.keys[&4].requests, [0, 2, 0, 0, 0]);
+        assert_eq!(total.keys[&8].requests, [0, 1, 0, 0, 0]);
+        assert_eq!(total.tenants[0].requests, [0, 2, 0, 0, 0]);
+        assert_eq!(total.tenants[2].requests, [0, 1, 0, 0, 0]);
     }
 }

@@ -32,7 +32,6 @@ fn start(mock: SocketAddr, token_env: bool) -> (Gateway, SocketAddr) {
     (gateway, admin)
 }
 
-
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))

@@ -33,7 +33,8 @@ fn call(admin: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resp
 
 /// A request with `secret` on a fresh connection: its status.
 fn status_with(gateway: &Gateway, secret: &str) -> u16 {
-    let request = format!("GET /v1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {secret}\r\n\r\n");
+    let request =
+        format!("GET /v1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {secret}\r\n\r\n");
     roundtrip(gateway.addr(), request.as_bytes()).status
 }
 
@@ -57,7 +58,10 @@ fn a_created_key_works_at_once_on_every_shard_and_survives_a_restart() {
     );
     assert_eq!(created.status, 201, "{}", created.body_text());
     let body = created.json();
-    let secret = body["secret"].as_str().expect("the secret, shown once").to_owned();
+    let secret = body["secret"]
+        .as_str()
+        .expect("the secret, shown once")
+        .to_owned();
     assert!(secret.starts_with("kg-") && secret.len() == 67, "{secret}");
     assert_eq!(body["tenant"], "acme");
     assert_eq!(body["source"], "admin");
@@ -82,7 +86,11 @@ fn a_created_key_works_at_once_on_every_shard_and_survives_a_restart() {
     let gateway = gateway.restart(ENV);
     let state = std::fs::read_to_string(gateway.dir.0.join("state/clients.json")).expect("state");
     assert!(!state.contains(&secret));
-    assert!(gateway.process.log_lines().iter().all(|l| !l.contains(&secret)));
+    assert!(gateway
+        .process
+        .log_lines()
+        .iter()
+        .all(|l| !l.contains(&secret)));
 
     // After the restart the key is there with its counters: still over its quota.
     assert_eq!(statuses(&gateway, &secret, 2), [429, 429]);
@@ -111,8 +119,14 @@ fn a_revoked_key_is_refused_at_once_even_on_a_connection_that_used_it() {
 
     // Revoked stays revoked: no change, no second revocation, none after a restart although
     // the config file still defines the key.
-    assert_eq!(call(admin, "PATCH", "/admin/keys/file-key", Some("{}")).status, 409);
-    assert_eq!(call(admin, "DELETE", "/admin/keys/file-key", None).status, 409);
+    assert_eq!(
+        call(admin, "PATCH", "/admin/keys/file-key", Some("{}")).status,
+        409
+    );
+    assert_eq!(
+        call(admin, "DELETE", "/admin/keys/file-key", None).status,
+        409
+    );
     let gateway = gateway.restart(ENV);
     assert_eq!(statuses(&gateway, "kg-file-key-0001", 2), [401, 401]);
     let listed = call(gateway.admin_addr(), "GET", "/admin/keys", None).json();
@@ -126,7 +140,12 @@ fn a_rotated_key_accepts_both_secrets_for_its_grace_only() {
     let admin = gateway.admin_addr();
     let old = "kg-file-key-0001";
 
-    let rotated = call(admin, "POST", "/admin/keys/file-key/rotate", Some(r#"{"grace":"2s"}"#));
+    let rotated = call(
+        admin,
+        "POST",
+        "/admin/keys/file-key/rotate",
+        Some(r#"{"grace":"2s"}"#),
+    );
     assert_eq!(rotated.status, 200, "{}", rotated.body_text());
     let rotated_at = Instant::now();
     let body = rotated.json();
@@ -185,7 +204,12 @@ fn limits_change_at_once_and_counters_reset() {
     assert_eq!(statuses(&gateway, key, 3), [200, 200, 429]);
 
     // Removing the quota (a null in the merge patch) lifts it.
-    let lifted = call(admin, "PATCH", "/admin/keys/file-key", Some(r#"{"quota":null}"#));
+    let lifted = call(
+        admin,
+        "PATCH",
+        "/admin/keys/file-key",
+        Some(r#"{"quota":null}"#),
+    );
     assert_eq!(lifted.status, 200, "{}", lifted.body_text());
     assert_eq!(statuses(&gateway, key, 2), [200, 200]);
 }
@@ -196,20 +220,45 @@ fn tenants_are_created_changed_and_deleted() {
     let gateway = Gateway::start_with_env(&config(echo.addr(), ""), ENV);
     let admin = gateway.admin_addr();
 
-    let created = call(admin, "POST", "/admin/tenants", Some(r#"{"name":"beta","quota":{"per_day":3}}"#));
+    let created = call(
+        admin,
+        "POST",
+        "/admin/tenants",
+        Some(r#"{"name":"beta","quota":{"per_day":3}}"#),
+    );
     assert_eq!(created.status, 201, "{}", created.body_text());
-    let key = call(admin, "POST", "/admin/keys", Some(r#"{"id":"beta-1","tenant":"beta"}"#)).json();
+    let key = call(
+        admin,
+        "POST",
+        "/admin/keys",
+        Some(r#"{"id":"beta-1","tenant":"beta"}"#),
+    )
+    .json();
     let secret = key["secret"].as_str().expect("secret").to_owned();
     assert_eq!(statuses(&gateway, &secret, 4), [200, 200, 200, 429]);
 
-    let changed = call(admin, "PATCH", "/admin/tenants/beta", Some(r#"{"quota":{"per_day":5}}"#));
+    let changed = call(
+        admin,
+        "PATCH",
+        "/admin/tenants/beta",
+        Some(r#"{"quota":{"per_day":5}}"#),
+    );
     assert_eq!(changed.status, 200, "{}", changed.body_text());
     assert_eq!(statuses(&gateway, &secret, 3), [200, 200, 429]);
 
     // A tenant with live keys stays; once they are revoked it can go.
-    assert_eq!(call(admin, "DELETE", "/admin/tenants/beta", None).status, 409);
-    assert_eq!(call(admin, "DELETE", "/admin/keys/beta-1", None).status, 200);
-    assert_eq!(call(admin, "DELETE", "/admin/tenants/beta", None).status, 200);
+    assert_eq!(
+        call(admin, "DELETE", "/admin/tenants/beta", None).status,
+        409
+    );
+    assert_eq!(
+        call(admin, "DELETE", "/admin/keys/beta-1", None).status,
+        200
+    );
+    assert_eq!(
+        call(admin, "DELETE", "/admin/tenants/beta", None).status,
+        200
+    );
     let tenants = call(admin, "GET", "/admin/tenants", None).json();
     let beta = tenants["tenants"]
         .as_array()
@@ -217,7 +266,10 @@ fn tenants_are_created_changed_and_deleted() {
         .expect("beta listed")
         .clone();
     assert_eq!(beta["deleted"], true);
-    assert_eq!(call(admin, "POST", "/admin/tenants", Some(r#"{"name":"beta"}"#)).status, 409);
+    assert_eq!(
+        call(admin, "POST", "/admin/tenants", Some(r#"{"name":"beta"}"#)).status,
+        409
+    );
 }
 
 #[test]
@@ -229,31 +281,105 @@ fn bad_admin_calls_get_clear_errors_and_change_nothing() {
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         ("POST", "/admin/keys", Some("{not json"), 400, "not JSON"),
         ("POST", "/admin/keys", Some("[1]"), 400, "JSON object"),
-        ("POST", "/admin/keys", Some(r#"{"tenant":"acme"}"#), 400, "\"id\""),
-        ("POST", "/admin/keys", Some(r#"{"id":"x","rate":"fast"}"#), 400, "rate"),
-        ("POST", "/admin/keys", Some(r#"{"id":"x","secret":"kg-clear"}"#), 400, "secret_sha256"),
-        ("POST", "/admin/keys", Some(r#"{"id":"x","colour":"red"}"#), 400, "unknown client key field"),
-        ("POST", "/admin/keys", Some(r#"{"id":"x","tenant":"nobody"}"#), 400, "not defined"),
+        (
+            "POST",
+            "/admin/keys",
+            Some(r#"{"tenant":"acme"}"#),
+            400,
+            "\"id\"",
+        ),
+        (
+            "POST",
+            "/admin/keys",
+            Some(r#"{"id":"x","rate":"fast"}"#),
+            400,
+            "rate",
+        ),
+        (
+            "POST",
+            "/admin/keys",
+            Some(r#"{"id":"x","secret":"kg-clear"}"#),
+            400,
+            "secret_sha256",
+        ),
+        (
+            "POST",
+            "/admin/keys",
+            Some(r#"{"id":"x","colour":"red"}"#),
+            400,
+            "unknown client key field",
+        ),
+        (
+            "POST",
+            "/admin/keys",
+            Some(r#"{"id":"x","tenant":"nobody"}"#),
+            400,
+            "not defined",
+        ),
         ("POST", "/admin/keys", Some(r#"{"id":"bad id"}"#), 400, "id"),
-        ("POST", "/admin/keys", Some(r#"{"id":"file-key"}"#), 409, "in use"),
-        ("PATCH", "/admin/keys/file-key", Some(r#"{"tenant":null}"#), 409, "tenant cannot change"),
-        ("PATCH", "/admin/keys/file-key", Some(r#"{"burst":3}"#), 400, "burst needs a rate"),
+        (
+            "POST",
+            "/admin/keys",
+            Some(r#"{"id":"file-key"}"#),
+            409,
+            "in use",
+        ),
+        (
+            "PATCH",
+            "/admin/keys/file-key",
+            Some(r#"{"tenant":null}"#),
+            409,
+            "tenant cannot change",
+        ),
+        (
+            "PATCH",
+            "/admin/keys/file-key",
+            Some(r#"{"burst":3}"#),
+            400,
+            "burst needs a rate",
+        ),
         ("GET", "/admin/keys/nobody", None, 404, "nobody"),
         ("POST", "/admin/keys/nobody/rotate", None, 404, "nobody"),
-        ("POST", "/admin/keys/file-key/rotate", Some(r#"{"grace":"soon"}"#), 400, "grace"),
+        (
+            "POST",
+            "/admin/keys/file-key/rotate",
+            Some(r#"{"grace":"soon"}"#),
+            400,
+            "grace",
+        ),
         ("PUT", "/admin/keys/file-key", Some("{}"), 405, "method"),
         ("GET", "/admin/keys?limit=x", None, 400, "limit"),
         ("PATCH", "/admin/tenants/nobody", Some("{}"), 404, "nobody"),
-        ("POST", "/admin/tenants", Some(r#"{"name":"acme"}"#), 409, "exists"),
+        (
+            "POST",
+            "/admin/tenants",
+            Some(r#"{"name":"acme"}"#),
+            409,
+            "exists",
+        ),
     ];
     for (method, path, body, status, says) in cases {
         let response = call(admin, method, path, *body);
-        assert_eq!(response.status, *status, "{method} {path} {body:?}: {}", response.body_text());
-        let message = response.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            response.status,
+            *status,
+            "{method} {path} {body:?}: {}",
+            response.body_text()
+        );
+        let message = response.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(message.contains(says), "{method} {path}: {message}");
     }
     // Without the token nothing is shown or changed.
-    let refused = admin_call(admin, "POST", "/admin/keys", None, Some(r#"{"id":"sneaky"}"#));
+    let refused = admin_call(
+        admin,
+        "POST",
+        "/admin/keys",
+        None,
+        Some(r#"{"id":"sneaky"}"#),
+    );
     assert_error(&refused, 401, "invalid_api_key");
 
     // The file key is as it was, and no key was made.

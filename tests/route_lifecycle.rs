@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -131,7 +130,6 @@ fn a_deprecated_route_marks_every_answer_on_it() {
     assert_eq!(values(&old_client, "sunset"), [SUNSET]);
     assert_eq!(old_client.body_text(), "data: one\n\ndata: two\n\n");
 }
-
 
 /// `GET path` presenting client key `secret`.
 fn get(path: &str, secret: &str) -> Vec<u8> {

@@ -54,9 +54,10 @@ pub struct AdminState {
     pub shards: Vec<Arc<std::sync::Mutex<crate::metrics::Counts>>>,
     /// Route labels (`path_prefix`), in config order.
     pub routes: Vec<String>,
-    /// Tenant names, in config order.
-    pub tenants: Vec<String>,
-    /// The client keys and tenants, for the admin API to list and change.
+    /// Upstream names, in config order.
+    pub upstreams: Vec<String>,
+    /// The client keys and tenants, for the admin API to list and change, and for metrics to
+    /// name key and tenant positions by (see `metrics::key_names`).
     pub clients: Arc<crate::clients::Clients>,
 }
 

@@ -5,4 +5,4 @@
 
 mod pool;
 
-pub use pool::{Pool, UpstreamConn};
+pub use pool::{OpenCount, Pool, UpstreamConn};

@@ -1,7 +1,12 @@
-//! Keep-alive pool of idle upstream connections for one endpoint on one shard.
+//! Keep-alive pool of idle upstream connections for one endpoint on one shard, and the count
+//! of a shard's open connections to an upstream (for metrics: open less idle is busy).
+//!
+//! Shard-local: plain `Cell`s and `Rc`s, never shared across threads.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -21,11 +26,19 @@ pub struct UpstreamConn {
     pub reused: bool,
     /// Storage for the fields of the next response head, kept between exchanges.
     pub fields: Vec<Field>,
+    /// This connection's place in its upstream's [`OpenCount`], given back when it closes.
+    _open: OpenShare,
 }
 
 impl UpstreamConn {
-    /// Opens a connection to `addr`, failing with `TimedOut` after `timeout`.
-    pub async fn connect(addr: SocketAddr, timeout: Duration, buffer: usize) -> io::Result<Self> {
+    /// Opens a connection to `addr`, failing with `TimedOut` after `timeout`, and counts it
+    /// in `open` for as long as it stays open.
+    pub async fn connect(
+        addr: SocketAddr,
+        timeout: Duration,
+        buffer: usize,
+        open: &OpenCount,
+    ) -> io::Result<Self> {
         let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
             Ok(stream) => stream?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
@@ -36,7 +49,35 @@ impl UpstreamConn {
             buf: BytesMut::with_capacity(buffer),
             reused: false,
             fields: Vec::new(),
+            _open: open.share(),
         })
+    }
+}
+
+/// How many connections a shard holds open to one upstream, pooled or carrying a request.
+#[derive(Debug, Clone, Default)]
+pub struct OpenCount(Rc<Cell<usize>>);
+
+impl OpenCount {
+    /// Connections open now.
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    fn share(&self) -> OpenShare {
+        self.0.set(self.0.get() + 1);
+        OpenShare(Rc::clone(&self.0))
+    }
+}
+
+/// One open connection's part of an [`OpenCount`]; dropped with the connection, however it
+/// closes (pool eviction, an error, a task cancelled mid-exchange).
+#[derive(Debug)]
+struct OpenShare(Rc<Cell<usize>>);
+
+impl Drop for OpenShare {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
@@ -78,6 +119,11 @@ impl Pool {
         if self.idle.len() < self.max_idle && conn.buf.is_empty() {
             self.idle.push(Idle { conn, since: now });
         }
+    }
+
+    /// Connections idle in the pool, some perhaps past the timeout and not yet closed.
+    pub fn idle(&self) -> usize {
+        self.idle.len()
     }
 
     /// Closes connections that idled past the timeout.

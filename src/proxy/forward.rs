@@ -147,12 +147,12 @@ impl ClientConn {
             if let Some(lease) = &lease {
                 self.trace.key = Some((position, lease.index()));
             }
-            let sending = self.upstream_sending();
+            let sending = Instant::now();
             let result = self
                 .send_upstream(upstream, head, body, lease.as_ref())
                 .await;
             if result.is_ok() {
-                self.upstream_answered(sending);
+                self.upstream_answered(position, sending);
             }
             let retry_allowed = |conn: &ClientConn| {
                 attempt < upstream.config.retry_attempts

@@ -110,6 +110,7 @@ impl ClientConn {
             status: trace.status,
             duration_us,
             rejected: trace.rejected,
+            key: self.key,
             tenant: key.and_then(|key| key.tenant),
             tokens: usage.map(|usage| (usage.prompt_tokens, usage.completion_tokens)),
         });
@@ -152,16 +153,12 @@ impl ClientConn {
         access.borrow_mut().record(&record);
     }
 
-    /// The time an attempt goes upstream, when the log will want to know how long the
-    /// answer took; see [`ClientConn::upstream_answered`].
-    pub(super) fn upstream_sending(&self) -> Option<Instant> {
-        self.shard.access.as_ref().map(|_| Instant::now())
-    }
-
-    /// Notes the time from `sent` to a response head, for the log.
-    pub(super) fn upstream_answered(&mut self, sent: Option<Instant>) {
-        if let Some(sent) = sent {
-            self.trace.upstream_latency_us = Some(sent.elapsed().as_micros() as u64);
-        }
+    /// Notes the time from `sent` to a response head from upstream `upstream` (its position
+    /// in the config): in the shard's metrics for every attempt answered, and in the trace,
+    /// where the last attempt's stands.
+    pub(super) fn upstream_answered(&mut self, upstream: usize, sent: Instant) {
+        let latency_us = sent.elapsed().as_micros() as u64;
+        self.shard.metrics.upstream_answered(upstream, latency_us);
+        self.trace.upstream_latency_us = Some(latency_us);
     }
 }

@@ -66,7 +66,8 @@ impl ClientConn {
                 None => {
                     let addr = endpoint.config.addr;
                     let buffer = self.shard.limits().read_buffer;
-                    match UpstreamConn::connect(addr, config.connect_timeout, buffer).await {
+                    let timeout = config.connect_timeout;
+                    match UpstreamConn::connect(addr, timeout, buffer, &upstream.open).await {
                         Ok(conn) => conn,
                         Err(err) => {
                             self.report(upstream, index, Outcome::Failed);

@@ -73,7 +73,7 @@ pub struct QuotaBook {
 /// looked up several times per request. Multiplying by an odd constant maps distinct low
 /// bits to distinct low bits (the table's bucket index) and mixes the high bits (its tag).
 #[derive(Debug, Default, Clone, Copy)]
-struct PositionHasher(u64);
+pub struct PositionHasher(u64);
 
 impl Hasher for PositionHasher {
     fn finish(&self) -> u64 {
@@ -94,7 +94,8 @@ impl Hasher for PositionHasher {
 /// 2^64 divided by the golden ratio, odd: Fibonacci hashing's multiplier.
 const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
-type Positions = BuildHasherDefault<PositionHasher>;
+/// Hashing for maps keyed by a key's or tenant's table position.
+pub type Positions = BuildHasherDefault<PositionHasher>;
 
 impl QuotaBook {
     /// Admits one request of `key` reserving `tokens` at `now`, or says why not and for how

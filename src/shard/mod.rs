@@ -267,8 +267,16 @@ impl Shard {
     async fn publish_metrics_periodically(self: Rc<Self>) {
         loop {
             monoio::time::sleep(METRICS_PUBLISH).await;
-            self.metrics.publish(self.connections.get());
+            self.publish_metrics();
         }
+    }
+
+    /// Hands the metrics over with the shard's gauges: client connections, and its
+    /// connections to each upstream.
+    fn publish_metrics(&self) {
+        let routing = self.routing.get();
+        let pools = routing.upstreams.iter().map(Upstream::pool_gauge);
+        self.metrics.publish(self.connections.get(), pools);
     }
 
     /// Hands the buffered access log records to the writer every [`ACCESS_LOG_FLUSH`], so a
@@ -351,7 +359,7 @@ impl Shard {
         if let Some(access) = &self.access {
             access.borrow_mut().flush();
         }
-        self.metrics.publish(self.connections.get());
+        self.publish_metrics();
     }
 
     async fn wait_for_connections(&self, timeout: Duration) {

@@ -200,9 +200,9 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         None => None,
     };
     let mut shard_logs = (0..shards).map(|_| access_log.as_ref().map(AccessLog::shard_log));
-    let (routes, tenants) = (config.routes.len(), config.tenants.len());
+    let (routes, upstreams) = (config.routes.len(), config.upstreams.len());
     let (shard_metrics, published): (Vec<_>, Vec<_>) = (0..shards)
-        .map(|_| ShardMetrics::new(routes, tenants))
+        .map(|_| ShardMetrics::new(routes, upstreams))
         .unzip();
     let mut shard_metrics = shard_metrics.into_iter();
     let writer = Writer::start(state_dir.clone(), Arc::clone(&keys)).map_err(|source| {
@@ -288,6 +288,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
             Err(_) => break,
         }
     }
+    let keys = Arc::clone(&shared.keys);
     drop(shared);
     Ok(Gateway {
         local_addr: addr,

@@ -176,6 +176,12 @@ struct KeyState {
     requests_reset: AtomicU64,
     tokens_left: AtomicU64,
     tokens_reset: AtomicU64,
+    /// What the provider last said is left of each window, whatever paces the key, and
+    /// when that window is full again (0: not said); for metrics. `u64::MAX`: never said.
+    requests_announced_left: AtomicU64,
+    requests_full_at: AtomicU64,
+    tokens_announced_left: AtomicU64,
+    tokens_full_at: AtomicU64,
     sent: AtomicU64,
     throttled: AtomicU64,
     refused: AtomicU64,
@@ -241,6 +247,8 @@ impl KeyPool {
                     state: KeyState {
                         requests_left: AtomicU64::new(u64::MAX),
                         tokens_left: AtomicU64::new(u64::MAX),
+                        requests_announced_left: AtomicU64::new(u64::MAX),
+                        tokens_announced_left: AtomicU64::new(u64::MAX),
                         ..KeyState::default()
                     },
                 }
@@ -602,6 +610,23 @@ impl PoolKey {
         lower(self.tpm, self.state.learned_tpm.load(Relaxed))
     }
 
+    /// The requests the provider last said the key has left in its window, as of `now`;
+    /// once that window's stated reset has passed, the whole announced limit. `None` when
+    /// the provider never said, or its window reset and it announced no limit.
+    pub fn requests_remaining(&self, now: u64) -> Option<u64> {
+        let state = &self.state;
+        let (left, full_at) = (&state.requests_announced_left, &state.requests_full_at);
+        remaining(left, full_at, &state.learned_rpm, now)
+    }
+
+    /// The tokens the provider last said the key has left, as
+    /// [`PoolKey::requests_remaining`] says requests.
+    pub fn tokens_remaining(&self, now: u64) -> Option<u64> {
+        let state = &self.state;
+        let (left, full_at) = (&state.tokens_announced_left, &state.tokens_full_at);
+        remaining(left, full_at, &state.learned_tpm, now)
+    }
+
     /// Requests (and, without a stated wait, retries) sent with this key.
     pub fn sent(&self) -> u64 {
         self.state.sent.load(Relaxed)
@@ -658,6 +683,8 @@ impl<'a> Lease<'a> {
             tat: &state.request_tat,
             left: &state.requests_left,
             reset: &state.requests_reset,
+            announced_left: &state.requests_announced_left,
+            full_at: &state.requests_full_at,
         };
         requests.learn(learned.requests, now);
         let tokens = Dimension {
@@ -666,6 +693,8 @@ impl<'a> Lease<'a> {
             tat: &state.token_tat,
             left: &state.tokens_left,
             reset: &state.tokens_reset,
+            announced_left: &state.tokens_announced_left,
+            full_at: &state.tokens_full_at,
         };
         tokens.learn(learned.tokens, now);
         match Verdict::of(status) {
@@ -754,6 +783,9 @@ struct Dimension<'k> {
     tat: &'k AtomicU64,
     left: &'k AtomicU64,
     reset: &'k AtomicU64,
+    /// What the provider said is left and when the window is full, kept for metrics only.
+    announced_left: &'k AtomicU64,
+    full_at: &'k AtomicU64,
 }
 
 impl Dimension<'_> {
@@ -769,6 +801,11 @@ impl Dimension<'_> {
         let Some(remaining) = window.remaining else {
             return;
         };
+        let full_at = window
+            .reset_in
+            .map_or(0, |reset_in| now.saturating_add(nanos(reset_in)));
+        self.announced_left.store(remaining, Relaxed);
+        self.full_at.store(full_at, Relaxed);
         let limit = lower(self.configured, self.announced.load(Relaxed));
         match (limit, window.limit) {
             (Some(limit), Some(announced)) => {
@@ -784,6 +821,19 @@ impl Dimension<'_> {
                 }
             }
         }
+    }
+}
+
+/// What a window has left at `now`: what was announced, or, once the window's stated reset
+/// (`full_at`) has passed, the announced limit (0: none).
+fn remaining(left: &AtomicU64, full_at: &AtomicU64, limit: &AtomicU64, now: u64) -> Option<u64> {
+    let left = left.load(Relaxed);
+    if left == u64::MAX {
+        return None;
+    }
+    match full_at.load(Relaxed) {
+        at if at != 0 && at <= now => Some(limit.load(Relaxed)).filter(|&limit| limit != 0),
+        _ => Some(left),
     }
 }
 
@@ -1115,6 +1165,38 @@ mod tests {
             Some(NOW + 1_800_000_000)
         );
         assert!(pick(&pool, &picker, NOW + SECOND, 100).is_ok());
+    }
+
+    #[test]
+    fn what_a_provider_says_is_left_is_kept_until_its_window_resets() {
+        let pool = pool(&["", ""]);
+        let picker = Picker::new(&pool);
+        let lease = pool.acquire(&picker, NOW, 0, &[]).unwrap();
+        let key = &pool.keys[lease.index()];
+        assert_eq!(key.requests_remaining(NOW), None);
+        // Requests with a limit (which paces the key), tokens without one.
+        let learned = Learned {
+            requests: window(Some(600), 412, 30),
+            tokens: window(None, 9_000, 20),
+            retry_after: None,
+        };
+        lease.report(200, &learned, NOW);
+        assert_eq!(key.requests_remaining(NOW), Some(412));
+        assert_eq!(key.tokens_remaining(NOW + 19 * SECOND), Some(9_000));
+        // Once a window is full again: its limit, if one was announced.
+        assert_eq!(key.requests_remaining(NOW + 30 * SECOND), Some(600));
+        assert_eq!(key.tokens_remaining(NOW + 20 * SECOND), None);
+        // A later answer replaces what an earlier one said.
+        let learned = Learned {
+            requests: window(Some(600), 598, 1),
+            ..Learned::default()
+        };
+        lease.report(200, &learned, NOW + 40 * SECOND);
+        assert_eq!(key.requests_remaining(NOW + 40 * SECOND), Some(598));
+        // The other key heard nothing.
+        let other = &pool.keys[1 - lease.index()];
+        assert_eq!(other.requests_remaining(NOW), None);
+        assert_eq!(other.tokens_remaining(NOW), None);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use monoio::time::Instant;
 
 use crate::config;
 use crate::http::Field;
-use crate::net::{Pool, UpstreamConn};
+use crate::metrics::PoolGauge;
+use crate::net::{OpenCount, Pool, UpstreamConn};
 
 pub mod keys;
 pub mod learn;
@@ -52,6 +53,8 @@ pub struct Upstream {
     pub keys: Option<(Arc<KeyPool>, Picker)>,
     /// Positions of the upstreams to try when this one has no ready key or fails.
     pub fallbacks: Vec<usize>,
+    /// This shard's open connections to the upstream's endpoints, pooled or busy.
+    pub open: OpenCount,
     cursor: Cell<usize>,
     /// Retries this shard may still send to this upstream: each request adds
     /// `retry_budget_percent / 100`, each retry takes one.
@@ -93,6 +96,7 @@ impl Upstream {
                 (pool, picker)
             }),
             fallbacks,
+            open: OpenCount::default(),
             cursor: Cell::new(0),
             retry_balance: Cell::new(RETRY_RESERVE),
         }
@@ -115,6 +119,20 @@ impl Upstream {
             .pool
             .borrow_mut()
             .put(conn, Instant::now());
+    }
+
+    /// This shard's connections to the upstream now: idle in its pools, and busy carrying a
+    /// request.
+    pub fn pool_gauge(&self) -> PoolGauge {
+        let idle: usize = self
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint.pool.borrow().idle())
+            .sum();
+        PoolGauge {
+            idle: idle as u64,
+            busy: self.open.get().saturating_sub(idle) as u64,
+        }
     }
 
     /// Counts a request in the retry budget.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod keys;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -239,7 +240,10 @@ impl Gateway {
             if let Some(line) = ended {
                 return line.clone();
             }
-            assert!(Instant::now() < deadline, "the reload never ended: {lines:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "the reload never ended: {lines:#?}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
