@@ -171,12 +171,6 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
     let admin_listen = config.gateway.admin_listen;
     let admin_token = admin_token(config.gateway.admin_token_env.as_deref());
-    let routes = config
-        .routes
-        .iter()
-        .map(|r| r.path_prefix.clone())
-        .collect();
-    let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
     let gateway = keygate::shard::start(config).context("cannot start")?;
     let admin_state = Arc::new(AdminState {
         pools: gateway.pools.clone(),
@@ -184,8 +178,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         draining: AtomicBool::new(false),
         access_log: gateway.access_log_stats(),
         shards: gateway.metrics.clone(),
-        routes,
-        upstreams,
+        labels: Arc::clone(&gateway.labels),
         clients: Arc::clone(&gateway.clients),
     });
     release_free_memory();

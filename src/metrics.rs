@@ -67,6 +67,54 @@ impl Usage {
     }
 }
 
+/// The route and upstream labels metrics are kept under, by slot. Slots are handed out as
+/// routes and upstreams first appear and are never taken back, so a reload that adds,
+/// removes or reorders routes leaves every series with its own counts: a slot's label never
+/// changes, and counters stay monotonic as Prometheus needs.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// Route labels (`path_prefix`) by slot.
+    pub routes: Vec<String>,
+    /// Upstream names by slot.
+    pub upstreams: Vec<String>,
+}
+
+/// The labels, shared by the control plane (which adds to them) and the admin listener.
+pub type SharedLabels = Arc<std::sync::RwLock<Labels>>;
+
+/// For each route and upstream of a config, in config order, its label slot.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    /// Route slots by config position.
+    pub routes: Vec<usize>,
+    /// Upstream slots by config position.
+    pub upstreams: Vec<usize>,
+}
+
+impl Labels {
+    /// The slots of `config`'s routes and upstreams, adding labels first seen.
+    pub fn slots(&mut self, config: &crate::config::Config) -> Slots {
+        fn slot(labels: &mut Vec<String>, label: &str) -> usize {
+            labels.iter().position(|l| l == label).unwrap_or_else(|| {
+                labels.push(label.to_owned());
+                labels.len() - 1
+            })
+        }
+        Slots {
+            routes: config
+                .routes
+                .iter()
+                .map(|route| slot(&mut self.routes, &route.path_prefix))
+                .collect(),
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(|upstream| slot(&mut self.upstreams, &upstream.name))
+                .collect(),
+        }
+    }
+}
+
 /// One shard's connections to one upstream, as of a hand-over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolGauge {
@@ -79,8 +127,8 @@ pub struct PoolGauge {
 /// What one shard counted (or, published, what every hand-over added up to).
 #[derive(Debug, Clone)]
 pub struct Counts {
-    /// Per route (config order, then one for requests no route matched), per status class
-    /// (1xx to 5xx): requests answered.
+    /// Per route label slot, after a first entry for requests no route matched, per status
+    /// class (1xx to 5xx): requests answered.
     pub requests: Vec<[u64; 5]>,
     /// Per route, as `requests`: durations in microseconds.
     pub durations: Vec<Histogram<u64>>,
@@ -103,7 +151,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Empty counts for `routes` routes and `upstreams` upstreams.
+    /// Empty counts for `routes` route slots and `upstreams` upstream slots (more are added
+    /// as they are counted).
     pub fn new(routes: usize, upstreams: usize) -> Counts {
         Counts {
             requests: vec![[0; 5]; routes + 1],
@@ -121,14 +170,15 @@ impl Counts {
     /// Adds the counters of `other` (with the same routes) to these; the gauges
     /// (`connections`, `pools`) are replaced by the other's.
     pub fn add(&mut self, other: &Counts) {
-        for (mine, theirs) in self.requests.iter_mut().zip(&other.requests) {
+        for (index, theirs) in other.requests.iter().enumerate() {
+            let mine = slot(&mut self.requests, index, || [0; 5]);
             for (a, b) in mine.iter_mut().zip(theirs) {
                 *a += b;
             }
         }
-        for (mine, theirs) in self.durations.iter_mut().zip(&other.durations) {
+        for (index, theirs) in other.durations.iter().enumerate() {
             // Same bounds on both sides: adding cannot fail.
-            let _ = mine.add(theirs);
+            let _ = slot(&mut self.durations, index, histogram).add(theirs);
         }
         for (index, theirs) in other.upstream_durations.iter().enumerate() {
             let _ = slot(&mut self.upstream_durations, index, histogram).add(theirs);
@@ -165,7 +215,7 @@ impl Counts {
 /// One finished exchange, as the metrics count it.
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange {
-    /// The route's position in the config, if one matched.
+    /// The route's label slot ([`Slots`]), if one matched.
     pub route: Option<usize>,
     /// The status sent (or logged, as 499 for a client that left).
     pub status: u16,
@@ -202,17 +252,16 @@ impl ShardMetrics {
     /// Counts one exchange.
     pub fn record(&self, exchange: &Exchange) {
         let mut counts = self.local.borrow_mut();
-        let routes = counts.requests.len() - 1;
-        let route = exchange.route.filter(|&r| r < routes).unwrap_or(routes);
+        let route = exchange.route.map_or(0, |slot| slot + 1);
         let class = (exchange.status / 100)
             .checked_sub(1)
             .map(usize::from)
             .filter(|&c| c < 5);
         if let Some(class) = class {
-            counts.requests[route][class] += 1;
+            slot(&mut counts.requests, route, || [0; 5])[class] += 1;
         }
         let duration = exchange.duration_us.clamp(1, MAX_DURATION_US);
-        let _ = counts.durations[route].record(duration);
+        let _ = slot(&mut counts.durations, route, histogram).record(duration);
         if let Some(exceeded) = exchange.rejected {
             if let Some(i) = REJECTION_REASONS
                 .iter()
@@ -237,7 +286,7 @@ impl ShardMetrics {
         tenant.count(class, exchange.tokens);
     }
 
-    /// Counts the time an attempt to upstream `upstream` (its position in the config) took
+    /// Counts the time an attempt to upstream `upstream` (its label slot) took
     /// from being sent to its response head.
     pub fn upstream_answered(&self, upstream: usize, latency_us: u64) {
         let mut counts = self.local.borrow_mut();
@@ -303,18 +352,23 @@ mod tests {
             tokens: None,
             ..exchange(Some(0), 429, 40)
         });
-        metrics.record(&exchange(Some(7), 0, 1));
+        metrics.record(&exchange(Some(7), 200, 1));
+        metrics.record(&exchange(None, 0, 1));
         metrics.publish(5, []);
         metrics.publish(6, []);
         let counts = published.lock().unwrap();
-        assert_eq!(counts.requests[1], [0, 1, 0, 0, 1]);
+        // Entry 0 is for no route; route slot s is at s + 1.
+        assert_eq!(counts.requests[2], [0, 1, 0, 0, 1]);
+        assert_eq!(counts.requests[1], [0, 0, 0, 1, 0]);
         assert_eq!(counts.requests[0], [0, 0, 0, 1, 0]);
-        // An unknown route counts as none matched; a status 0 has no class.
-        assert_eq!(counts.requests[2], [0, 0, 0, 1, 0]);
-        assert_eq!(counts.durations[1].len(), 2);
+        // A slot past those known at start (a route added by a reload) gets its own entry;
+        // a status 0 has no class but its duration counts.
+        assert_eq!(counts.requests[8], [0, 1, 0, 0, 0]);
+        assert_eq!(counts.durations[8].len(), 1);
         assert_eq!(counts.durations[2].len(), 2);
+        assert_eq!(counts.durations[0].len(), 2);
         assert_eq!(counts.rejections[7], 1);
-        assert_eq!(counts.tenants[0].tokens, [12, 16]);
+        assert_eq!(counts.tenants[0].tokens, [15, 20]);
         assert_eq!(counts.connections, 6);
     }
 
@@ -402,7 +456,8 @@ mod tests {
         let mut total = Counts::new(1, 1);
         total.add(&first.lock().unwrap());
         total.add(&second.lock().unwrap());
-        assert_eq!(total.requests[0], [0, 3, 0, 0, 0]);
+        assert_eq!(total.requests[1], [0, 3, 0, 0, 0]);
+        assert_eq!(total.requests[0], [0; 5]);
         assert_eq!(total.keys[&4].requests, [0, 2, 0, 0, 0]);
         assert_eq!(total.keys[&8].requests, [0, 1, 0, 0, 0]);
         assert_eq!(total.tenants[0].requests, [0, 2, 0, 0, 0]);

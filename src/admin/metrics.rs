@@ -201,7 +201,12 @@ fn sample(out: &mut String, name: &str, pool: &KeyPool, index: usize, value: imp
 
 /// What the shards counted, added up, and their gauges, shard by shard.
 fn traffic(out: &mut String, state: &AdminState) {
-    let mut total = Counts::new(state.routes.len(), state.upstreams.len());
+    let labels = state
+        .labels
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut total = Counts::new(labels.routes.len(), labels.upstreams.len());
     let mut gauges: Vec<(u64, Vec<PoolGauge>)> = Vec::with_capacity(state.shards.len());
     for shard in &state.shards {
         let counts = shard
@@ -213,8 +218,12 @@ fn traffic(out: &mut String, state: &AdminState) {
     if gauges.is_empty() {
         return;
     }
+    // Slot 0 counts requests no route matched; route slot s is at s + 1.
     let route = |index: usize| -> Label<'_> {
-        Label(state.routes.get(index).map_or("none", String::as_str))
+        let label = index
+            .checked_sub(1)
+            .and_then(|slot| labels.routes.get(slot));
+        Label(label.map_or("none", String::as_str))
     };
 
     let name = "keygate_requests_total";
@@ -253,7 +262,7 @@ fn traffic(out: &mut String, state: &AdminState) {
         "histogram",
         "Time from sending an attempt upstream to its response head, by upstream.",
     );
-    for (upstream, durations) in state.upstreams.iter().zip(&total.upstream_durations) {
+    for (upstream, durations) in labels.upstreams.iter().zip(&total.upstream_durations) {
         histogram(out, name, "upstream", Label(upstream), durations);
     }
 
@@ -292,7 +301,7 @@ fn traffic(out: &mut String, state: &AdminState) {
     for (name, help, read) in pools {
         family(out, name, "gauge", help);
         for (shard, (_, upstreams)) in gauges.iter().enumerate() {
-            for (upstream, gauge) in state.upstreams.iter().zip(upstreams) {
+            for (upstream, gauge) in labels.upstreams.iter().zip(upstreams) {
                 let (upstream, value) = (Label(upstream), read(gauge));
                 let _ = writeln!(
                     out,

@@ -52,10 +52,8 @@ pub struct AdminState {
     pub access_log: Option<Arc<crate::accesslog::Stats>>,
     /// Each shard's published request metrics.
     pub shards: Vec<Arc<std::sync::Mutex<crate::metrics::Counts>>>,
-    /// Route labels (`path_prefix`), in config order.
-    pub routes: Vec<String>,
-    /// Upstream names, in config order.
-    pub upstreams: Vec<String>,
+    /// Route labels (`path_prefix`) and upstream names by metric slot; a reload adds to them.
+    pub labels: crate::metrics::SharedLabels,
     /// The client keys and tenants, for the admin API to list and change, and for metrics to
     /// name key and tenant positions by (see `metrics::key_names`).
     pub clients: Arc<crate::clients::Clients>,

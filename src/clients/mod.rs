@@ -146,10 +146,8 @@ pub fn compose(
         }
     }
     let mut changed: Vec<(ClientKeyConfig, Option<(KeySecretHash, u64)>)> = Vec::new();
+    let mut revoked: Vec<ClientKeyConfig> = Vec::new();
     for (id, change) in &overlay.keys {
-        if change.removed {
-            continue;
-        }
         let definition = match (change.created, defined.get(id.as_str())) {
             (true, _) => change.patch.clone(),
             (false, Some(key)) => {
@@ -158,13 +156,18 @@ pub fn compose(
                 definition
             }
             (false, None) => {
-                tracing::warn!(key_id = %id, "the admin API changed a client key the config \
-                    file no longer defines; the change is kept but has no key to apply to");
+                if !change.removed {
+                    tracing::warn!(key_id = %id, "the admin API changed a client key the \
+                        config file no longer defines; the change is kept for it");
+                }
                 continue;
             }
         };
         match record::client_key(id, &definition, &names) {
+            Ok(key) if change.removed => revoked.push(key),
             Ok(key) => changed.push((key, previous_secret(change, now))),
+            // A revoked key is listed if it can be; it can never stop a start or a reload.
+            Err(_) if change.removed => {}
             Err(err) => problems.push(format!(
                 "client key {id:?} as changed through the admin API: {err}"
             )),
@@ -197,12 +200,15 @@ pub fn compose(
         config,
         previous: *previous,
     });
-    Ok(KeyTable::compose(
-        previous,
-        &tenants,
-        file_keys.chain(api_keys),
-        shards,
-    ))
+    let mut table = KeyTable::compose(previous, &tenants, file_keys.chain(api_keys), shards);
+    for key in &revoked {
+        table.add_revoked(key, shards);
+    }
+    // A key the API revoked keeps the gateway closed, even when no key is left.
+    if !overlay.keys.is_empty() {
+        table.require_keys();
+    }
+    Ok(table)
 }
 
 /// The secret a rotation replaced, while its grace period lasts.

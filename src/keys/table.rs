@@ -24,6 +24,9 @@ pub struct KeyTable {
     keys: Vec<ClientKey>,
     tenants: Vec<Tenant>,
     secrets: HashMap<[u8; 32], Secret>,
+    /// Whether requests must present a key: the config or the admin API ever defined one.
+    /// Revoking every key does not open the gateway.
+    required: bool,
     /// Counts the tables composed since start; a connection's remembered key is checked
     /// again when it changes.
     generation: u64,
@@ -70,6 +73,12 @@ impl KeyTable {
             previous: None,
         });
         KeyTable::compose(None, &config.tenants, entries, shards)
+    }
+
+    /// Makes requests present a key even while no key is live (the admin API revoked or
+    /// once created keys).
+    pub fn require_keys(&mut self) {
+        self.required = true;
     }
 
     /// The table holding `tenants` and `keys`, keeping the positions `previous` gave the ones
@@ -125,6 +134,7 @@ impl KeyTable {
         table.secrets.reserve(expected);
         let mut shared = Sharing::default();
         for entry in keys {
+            table.required = true;
             let at = key_at
                 .get(entry.config.id.as_str())
                 .copied()
@@ -141,6 +151,7 @@ impl KeyTable {
     pub fn amend(&self, change: Amendment<'_>, shards: usize) -> KeyTable {
         let mut table = self.clone();
         table.generation += 1;
+        table.required |= !change.keys.is_empty();
         for tenant in change.tenants {
             let defined = Tenant {
                 name: tenant.name.as_str().into(),
@@ -183,6 +194,25 @@ impl KeyTable {
             table.put(at, entry, tenant, &mut shared, shards);
         }
         table
+    }
+
+    /// Adds a key that is revoked from the start (the admin API revoked it before this
+    /// table), so it is listed and keeps a position; no secret finds it. One already in the
+    /// table is left as it is.
+    pub fn add_revoked(&mut self, config: &ClientKeyConfig, shards: usize) {
+        if self.find(&config.id).is_some() {
+            return;
+        }
+        let at = self.keys.len() as u32;
+        let tenant = config.tenant.as_deref();
+        let tenant = tenant.and_then(|name| self.find_tenant(name).map(|(index, _)| index));
+        let entry = KeyEntry {
+            config,
+            previous: None,
+        };
+        self.put(at, &entry, tenant, &mut Sharing::default(), shards);
+        self.secrets.retain(|_, secret| secret.index != at);
+        self.keys[at as usize].revoked = true;
     }
 
     /// Puts the key of `entry` at position `at` (the next free one, or its own), with its
@@ -268,9 +298,10 @@ impl KeyTable {
             .find_map(|secret| secret.until)
     }
 
-    /// Whether no client keys are configured: then requests pass unauthenticated.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+    /// Whether requests must present a client key: some key was ever defined, by the config
+    /// or the admin API. Without, requests pass unauthenticated.
+    pub fn requires_keys(&self) -> bool {
+        self.required
     }
 
     /// Which table this is, counted from 0 at start.

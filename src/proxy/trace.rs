@@ -105,8 +105,9 @@ impl ClientConn {
         let key = self.key.map(|index| table.key(index));
         let duration_us = self.started.elapsed().as_micros() as u64;
         let usage = self.usage;
+        let route_slot = |index: usize| routing.as_ref()?.slots.routes.get(index).copied();
         shard.metrics.record(&metrics::Exchange {
-            route: trace.route,
+            route: trace.route.and_then(route_slot),
             status: trace.status,
             duration_us,
             rejected: trace.rejected,
@@ -158,7 +159,13 @@ impl ClientConn {
     /// where the last attempt's stands.
     pub(super) fn upstream_answered(&mut self, upstream: usize, sent: Instant) {
         let latency_us = sent.elapsed().as_micros() as u64;
-        self.shard.metrics.upstream_answered(upstream, latency_us);
+        let slot = self
+            .routing
+            .as_ref()
+            .and_then(|routing| routing.slots.upstreams.get(upstream).copied());
+        if let Some(slot) = slot {
+            self.shard.metrics.upstream_answered(slot, latency_us);
+        }
         self.trace.upstream_latency_us = Some(latency_us);
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::{Limits, Routing, Shard};
 use crate::config::Config;
 use crate::keys::KeyTable;
+use crate::metrics::Slots;
 use crate::quota::Counters;
 use crate::upstream::KeyPool;
 
@@ -32,6 +33,8 @@ pub enum Control {
         config: Arc<Config>,
         /// Each upstream's provider key pool, in the config's order.
         pools: Arc<[Option<Arc<KeyPool>>]>,
+        /// The routes' and upstreams' metric label slots.
+        slots: Slots,
         /// Answered once the shard uses them.
         done: std_mpsc::Sender<()>,
     },
@@ -80,10 +83,11 @@ impl Shard {
                 Control::Routing {
                     config,
                     pools,
+                    slots,
                     done,
                 } => {
                     self.set_limits(Limits::new(&config));
-                    self.routing.replace(Routing::new(&config, &pools));
+                    self.routing.replace(Routing::new(&config, &pools, slots));
                     let _ = done.send(());
                 }
                 Control::Usage { key, reply } => {

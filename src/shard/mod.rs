@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::accesslog::{RequestIds, ShardLog};
 use crate::config::Config;
 use crate::keys::{owner_of, KeyTable};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{PoolGauge, ShardMetrics, Slots};
 use crate::proxy::{self, Router};
 use crate::quota::journal::{Restored, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
@@ -81,13 +81,16 @@ pub struct Routing {
     pub router: Router,
     /// Upstream groups, in config order, with this shard's pools and endpoint health.
     pub upstreams: Vec<Upstream>,
+    /// The metric label slots of the routes and upstreams, by config position.
+    pub slots: Slots,
 }
 
 impl Routing {
     /// Builds the routing of `config`; `pools` are the upstreams' provider key pools, in
-    /// config order, shared by all shards.
-    pub fn new(config: &Config, pools: &[Option<Arc<KeyPool>>]) -> Routing {
+    /// config order, shared by all shards; `slots` their metric label slots.
+    pub fn new(config: &Config, pools: &[Option<Arc<KeyPool>>], slots: Slots) -> Routing {
         Routing {
+            slots,
             router: Router::new(config),
             upstreams: config
                 .upstreams
@@ -151,6 +154,8 @@ pub struct Shared {
     pub state: Option<WriterHandle>,
     /// Each upstream's provider key pool, in config order.
     pub pools: Vec<Option<Arc<KeyPool>>>,
+    /// The metric label slots of the config's routes and upstreams.
+    pub slots: Slots,
     /// When the gateway started: part of every request id.
     pub started: std::time::SystemTime,
 }
@@ -168,7 +173,7 @@ impl Shard {
         Shard {
             id,
             limits: Cell::new(Limits::new(config)),
-            routing: Current::new(Routing::new(config, &shared.pools)),
+            routing: Current::new(Routing::new(config, &shared.pools, shared.slots.clone())),
             shutdown,
             drain: Drain::default(),
             connections: Cell::new(0),
@@ -275,7 +280,17 @@ impl Shard {
     /// connections to each upstream.
     fn publish_metrics(&self) {
         let routing = self.routing.get();
-        let pools = routing.upstreams.iter().map(Upstream::pool_gauge);
+        // Gauges go by label slot; a slot no current upstream holds reads zero.
+        let width = routing
+            .slots
+            .upstreams
+            .iter()
+            .max()
+            .map_or(0, |&max| max + 1);
+        let mut pools = vec![PoolGauge::default(); width];
+        for (upstream, &slot) in routing.upstreams.iter().zip(&routing.slots.upstreams) {
+            pools[slot] = upstream.pool_gauge();
+        }
         self.metrics.publish(self.connections.get(), pools);
     }
 

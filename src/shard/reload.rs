@@ -52,6 +52,12 @@ impl Gateway {
         config.client_keys = Vec::new();
 
         let pools = self.pools_for(&running, &config);
+        // Labels first: a shard may count under a new slot as soon as it switches.
+        let slots = self
+            .labels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .slots(&config);
         let config = Arc::new(config);
         let pools: Arc<[Option<Arc<KeyPool>>]> = pools.into();
         let (done, acks) = std_mpsc::channel();
@@ -60,6 +66,7 @@ impl Gateway {
             let message = Control::Routing {
                 config: Arc::clone(&config),
                 pools: Arc::clone(&pools),
+                slots: slots.clone(),
                 done: done.clone(),
             };
             if control.send(message).is_ok() {

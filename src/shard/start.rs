@@ -13,7 +13,7 @@ use super::{listener, Control, Controls, Handoff, Shard, Shared};
 use crate::accesslog::{AccessLog, Options, ShardLog};
 use crate::clients::{self, Clients, Overlay};
 use crate::config::{Config, DriverChoice, Workers};
-use crate::metrics::{Counts, ShardMetrics};
+use crate::metrics::{Counts, Labels, ShardMetrics, SharedLabels};
 use crate::quota::journal::{self, StateError, Writer};
 use crate::quota::Clock;
 use crate::upstream::persist::{self, Saver};
@@ -97,6 +97,8 @@ pub struct Gateway {
     pub(super) config: Mutex<Arc<Config>>,
     /// Every shard's control inbox.
     pub(super) controls: Controls,
+    /// The route and upstream labels of metrics, which a reload adds to.
+    pub labels: SharedLabels,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
@@ -228,7 +230,10 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let present: Pools = Arc::new(std::sync::RwLock::new(present));
     let saver = Saver::start(state_dir, Arc::clone(&present)).map_err(StartError::Spawn)?;
     let controls: Controls = controls.into();
+    let mut labels = Labels::default();
+    let slots = labels.slots(&config);
     let shared = Arc::new(Shared {
+        slots,
         keys: Arc::clone(&keys),
         inboxes: senders.into(),
         restored,
@@ -307,6 +312,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         )),
         config: Mutex::new(config),
         controls,
+        labels: Arc::new(std::sync::RwLock::new(labels)),
         writer: Some(writer),
         saver: Some(saver),
         access_log,
