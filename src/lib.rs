@@ -9,6 +9,8 @@
 //! - [`upstream`]: upstream groups on a shard: endpoint choice and health; provider key
 //!   pools shared by all shards, what responses say about a key, key states on disk.
 //! - [`admin`]: the admin listener: health, readiness, metrics, the admin API.
+//! - [`overrides`]: route states and provider keys the admin API set, kept in `state_dir`
+//!   and laid over the config file at start and reload.
 //! - [`metrics`]: request counts and durations, upstream latency, usage per client key and
 //!   tenant, upstream connections; counted per shard, published once a second.
 //! - [`keys`]: client keys: presented, hashed, checked, and the shard that owns each.
@@ -32,6 +34,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod net;
+pub mod overrides;
 pub mod proxy;
 pub mod quota;
 pub mod report;

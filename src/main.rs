@@ -173,13 +173,14 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let admin_token = admin_token(config.gateway.admin_token_env.as_deref());
     let gateway = keygate::shard::start(config).context("cannot start")?;
     let admin_state = Arc::new(AdminState {
-        pools: gateway.pools.clone(),
+        pools: Arc::clone(&gateway.plane.pools),
         token: admin_token,
         draining: AtomicBool::new(false),
         access_log: gateway.access_log_stats(),
         shards: gateway.metrics.clone(),
-        labels: Arc::clone(&gateway.labels),
-        clients: Arc::clone(&gateway.clients),
+        labels: Arc::clone(&gateway.plane.labels),
+        plane: Arc::clone(&gateway.plane),
+        clients: Arc::clone(&gateway.plane.clients),
     });
     release_free_memory();
     tracing::info!(

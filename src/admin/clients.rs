@@ -158,10 +158,12 @@ fn method_not_allowed() -> Answer {
 }
 
 /// The answer for a refused or failed change, logged.
-fn failed(err: &ClientsError) -> Answer {
+pub(super) fn failed(err: &ClientsError) -> Answer {
     let (status, code) = match err {
         ClientsError::Invalid(_) => (400, "bad_request"),
-        ClientsError::NoKey(_) | ClientsError::NoTenant(_) => (404, "not_found"),
+        ClientsError::NoKey(_) | ClientsError::NoTenant(_) | ClientsError::NotFound { .. } => {
+            (404, "not_found")
+        }
         ClientsError::Conflict(_) => (409, "conflict"),
         ClientsError::Save { .. } | ClientsError::Random(_) => (500, "internal_error"),
         ClientsError::ShardLate(_) => (503, "shard_unavailable"),
@@ -174,7 +176,7 @@ fn failed(err: &ClientsError) -> Answer {
 }
 
 /// A JSON object body.
-fn object(body: &[u8]) -> Result<Definition, ClientsError> {
+pub(super) fn object(body: &[u8]) -> Result<Definition, ClientsError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(invalid("the body must be a JSON object")),

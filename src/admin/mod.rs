@@ -18,6 +18,7 @@
 mod clients;
 mod metrics;
 mod routes;
+mod routing;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub shards: Vec<Arc<std::sync::Mutex<crate::metrics::Counts>>>,
     /// Route labels (`path_prefix`) and upstream names by metric slot; a reload adds to them.
     pub labels: crate::metrics::SharedLabels,
+    /// Routes, upstreams and reloads, for the admin API's route states and provider keys.
+    pub plane: Arc<crate::shard::ControlPlane>,
     /// The client keys and tenants, for the admin API to list and change, and for metrics to
     /// name key and tenant positions by (see `metrics::key_names`).
     pub clients: Arc<crate::clients::Clients>,

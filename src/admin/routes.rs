@@ -118,6 +118,12 @@ pub(super) fn answer(state: &AdminState, head: &RequestHead, body: &[u8]) -> Ans
                 ["tenants", rest @ ..] => {
                     super::clients::tenants(state, rest, head.method_bytes(), body)
                 }
+                ["routes", rest @ ..] => {
+                    super::routing::routes(state, rest, head.method_bytes(), body)
+                }
+                ["upstreams", name, "keys"] if post => {
+                    super::routing::add_provider_key(state, name, body)
+                }
                 _ => admin(state, rest, get, post),
             },
         },
@@ -125,7 +131,7 @@ pub(super) fn answer(state: &AdminState, head: &RequestHead, body: &[u8]) -> Ans
     }
 }
 
-fn method_not_allowed() -> Answer {
+pub(super) fn method_not_allowed() -> Answer {
     Answer::error(405, "method_not_allowed", "method not allowed here")
 }
 
@@ -196,7 +202,7 @@ fn describe(pool: &KeyPool, now: u64) -> Value {
 }
 
 /// One key's id, state and counters: never its secret.
-fn describe_key(pool: &KeyPool, index: usize, now: u64) -> Value {
+pub(super) fn describe_key(pool: &KeyPool, index: usize, now: u64) -> Value {
     let key = &pool.keys()[index];
     let (state, cooldown_ms, disabled_by) = match pool.status(index, now) {
         KeyStatus::Ready => ("ready", 0, Value::Null),

@@ -39,6 +39,14 @@ pub enum ClientsError {
     /// No tenant has that name.
     #[error("no tenant is named {0:?}")]
     NoTenant(String),
+    /// No route, upstream or other named thing has that name.
+    #[error("no {what} is named {name:?}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
     /// The change contradicts the state (an id in use, a revoked key, a tenant with keys).
     #[error("{0}")]
     Conflict(String),

@@ -102,6 +102,20 @@ impl Config {
         }
     }
 
+    /// A copy without the client keys (which may be millions, and which the key table holds
+    /// once loaded).
+    pub fn clone_without_keys(&self) -> Config {
+        Config {
+            gateway: self.gateway.clone(),
+            tuning: self.tuning.clone(),
+            upstreams: self.upstreams.clone(),
+            routes: self.routes.clone(),
+            tenants: self.tenants.clone(),
+            client_keys: Vec::new(),
+            source: self.source.clone(),
+        }
+    }
+
     /// The upstream called `name`.
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)

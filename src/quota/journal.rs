@@ -305,11 +305,20 @@ impl Snapshot {
 }
 
 /// Writes `value` as JSON to `path` so that a crash leaves either the old file or the new one:
-/// through a synced temporary file renamed into place, the old one kept as `.prev`.
+/// through a synced temporary file renamed into place, the old one kept as `.prev`. The file
+/// is readable by its owner only: state files name keys, and one holds provider secrets.
 pub(crate) fn write_atomically<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("json.tmp");
     {
-        let mut file = fs::File::create(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // A leftover temporary file keeps its mode through `open`; set it anyway.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
         serde_json::to_writer(&mut file, value)?;
         file.write_all(b"\n")?;
         file.sync_all()?;

@@ -10,7 +10,7 @@ mod current;
 mod drain;
 mod handoff;
 mod listener;
-mod reload;
+mod plane;
 mod runtime;
 mod start;
 
@@ -35,7 +35,7 @@ pub use control::{Control, Controls, Usage};
 pub use current::Current;
 pub use drain::{Drain, Draining};
 pub use handoff::{adopt, detach, Handoff, Inboxes};
-pub use reload::ReloadError;
+pub use plane::{ControlPlane, ReloadError};
 pub use runtime::Driver;
 pub use start::{start, Gateway, StartError};
 

@@ -9,11 +9,12 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, watch};
 
 use super::runtime::{self, Driver};
-use super::{listener, Control, Controls, Handoff, Shard, Shared};
+use super::{listener, Control, ControlPlane, Controls, Handoff, Shard, Shared};
 use crate::accesslog::{AccessLog, Options, ShardLog};
 use crate::clients::{self, Clients, Overlay};
 use crate::config::{Config, DriverChoice, Workers};
-use crate::metrics::{Counts, Labels, ShardMetrics, SharedLabels};
+use crate::metrics::{Counts, Labels, ShardMetrics};
+use crate::overrides::Overrides;
 use crate::quota::journal::{self, StateError, Writer};
 use crate::quota::Clock;
 use crate::upstream::persist::{self, Saver};
@@ -59,6 +60,15 @@ pub enum StartError {
     /// Another running keygate uses the same state directory.
     #[error("state_dir {0} is in use by another running keygate; give each instance its own")]
     StateInUse(std::path::PathBuf),
+    /// The admin API's route states and provider keys cannot be read.
+    #[error(transparent)]
+    Overrides(#[from] crate::overrides::OverridesError),
+    /// The admin API's route states and provider keys no longer fit the config file.
+    #[error(
+        "the admin API's route states or provider keys (state_dir/overrides.json) do not \
+             fit the config: {0}"
+    )]
+    OverridesInvalid(crate::clients::Invalid),
     /// The admin API's client key changes cannot be read.
     #[error(transparent)]
     Clients(#[from] crate::clients::OverlayError),
@@ -86,19 +96,11 @@ pub struct Gateway {
     pub driver: Driver,
     /// How many shards run.
     pub shards: usize,
-    /// The provider key pools of the upstreams that have keys, shared with every shard; a
-    /// reload may replace them.
-    pub pools: Pools,
+
     /// Each shard's published metrics, for the admin listener.
     pub metrics: Vec<Arc<Mutex<Counts>>>,
-    /// The client keys and tenants, which the admin API and reloads change.
-    pub clients: Arc<Clients>,
-    /// The config in effect (without its client keys), which a reload replaces.
-    pub(super) config: Mutex<Arc<Config>>,
-    /// Every shard's control inbox.
-    pub(super) controls: Controls,
-    /// The route and upstream labels of metrics, which a reload adds to.
-    pub labels: SharedLabels,
+    /// What the admin API and reloads change: client keys, routes, upstreams, limits.
+    pub plane: Arc<ControlPlane>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
@@ -129,6 +131,11 @@ impl Gateway {
                     "cannot reopen the access log; records keep going to the old file"),
             }
         }
+    }
+
+    /// Applies a reloaded, validated config (see [`ControlPlane::reload`]).
+    pub fn reload(&self, config: Config) -> Result<String, super::ReloadError> {
+        self.plane.reload(config)
     }
 
     /// Waits for every shard to finish draining and for their last snapshots to be written.
@@ -189,6 +196,12 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         .map_err(StartError::ClientsInvalid)?;
     let keys = Arc::new(keys);
     config.client_keys = Vec::new();
+    // The shards run the file with the admin API's route states and provider keys on top.
+    let overrides = Overrides::load(&state_dir)?;
+    let file = Arc::new(config.clone_without_keys());
+    overrides
+        .apply(&mut config)
+        .map_err(StartError::OverridesInvalid)?;
     let config = Arc::new(config);
     let state_lock = lock_state_dir(&state_dir)?;
     let access_log = match Options::from_gateway(&config.gateway) {
@@ -301,18 +314,20 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         shards,
         shutdown,
         threads,
-        pools: present,
         metrics: published,
-        clients: Arc::new(Clients::new(
-            keys,
-            overlay,
-            Arc::clone(&controls),
-            writer.handle(),
-            &config.gateway.state_dir,
+        plane: Arc::new(ControlPlane::new(
+            (file, overrides, Arc::clone(&config)),
+            present,
+            Arc::new(std::sync::RwLock::new(labels)),
+            Arc::new(Clients::new(
+                keys,
+                overlay,
+                Arc::clone(&controls),
+                writer.handle(),
+                &config.gateway.state_dir,
+            )),
+            controls,
         )),
-        config: Mutex::new(config),
-        controls,
-        labels: Arc::new(std::sync::RwLock::new(labels)),
         writer: Some(writer),
         saver: Some(saver),
         access_log,
