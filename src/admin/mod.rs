@@ -2,9 +2,11 @@
 //! API behind the admin token.
 //!
 //! It is the control plane, off the request path: plain blocking sockets on threads of its
-//! own, one request per connection, a few connections at once. Everything it shows or
-//! changes is shared state the shards already read without locks (the provider key pools'
-//! atomics), so an admin call never waits on a shard and a shard never waits on it.
+//! own, one request per connection, a few connections at once. What it shows, shards hand
+//! over once a second or keep in atomics; what it changes goes to every shard as a message
+//! or a new immutable snapshot ([`crate::clients`], [`crate::shard::ControlPlane`]), and is
+//! answered once every shard uses it. An admin call never waits on a request, nor a request
+//! on it. docs/admin.md describes every path; in short:
 //!
 //! | method | path | auth | answer |
 //! | --- | --- | --- | --- |
@@ -14,6 +16,15 @@
 //! | GET | `/admin/upstreams` | token | every upstream's provider keys and their states |
 //! | POST | `/admin/upstreams/{name}/keys/{id}/enable` | token | puts the key back in use |
 //! | POST | `/admin/upstreams/{name}/keys/{id}/disable` | token | takes the key out of use |
+//! | POST | `/admin/upstreams/{name}/keys` | token | adds a provider key |
+//! | GET, POST | `/admin/keys` | token | lists client keys; creates one (its secret shown once) |
+//! | GET, PATCH, DELETE | `/admin/keys/{id}` | token | usage and limits; change; revoke |
+//! | POST | `/admin/keys/{id}/rotate`, `/reset` | token | new secret with a grace; clear counters |
+//! | GET, POST | `/admin/tenants` | token | lists tenants; creates one |
+//! | GET, PATCH, DELETE | `/admin/tenants/{name}` | token | show; change; delete |
+//! | POST | `/admin/tenants/{name}/reset` | token | clears the tenant's counters |
+//! | GET | `/admin/routes` | token | routes and their states |
+//! | POST | `/admin/routes/lifecycle` | token | publishes, deprecates or retires a route |
 
 mod clients;
 mod metrics;

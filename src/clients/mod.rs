@@ -1,6 +1,6 @@
 //! The control plane's client keys and tenants: what the config file defines, what the admin
-//! API changed on top of it ([`overlay`]), and the key table the shards use, rebuilt and sent
-//! to every shard whenever either changes.
+//! API changed on top of it (kept in `state_dir/clients.json`), and the key table the shards
+//! use, rebuilt and sent to every shard whenever either changes.
 //!
 //! Everything here runs off the request path, on the admin listener's threads and on the
 //! thread that handles SIGHUP, one change at a time behind a mutex. A change is validated,
