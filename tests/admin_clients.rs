@@ -91,9 +91,16 @@ fn a_created_key_works_at_once_on_every_shard_and_survives_a_restart() {
         .log_lines()
         .iter()
         .all(|l| !l.contains(&secret)));
+    let metrics = admin_call(gateway.admin_addr(), "GET", "/metrics", None, None).body_text();
+    assert!(!metrics.contains(&secret));
 
     // After the restart the key is there with its counters: still over its quota.
     assert_eq!(statuses(&gateway, &secret, 2), [429, 429]);
+    // Its traffic is in the metrics by id (2 answered 4xx since the restart), never its secret.
+    let series = "keygate_client_key_requests_total{key_id=\"new-key\",tenant=\"acme\",\
+                  status_class=\"4xx\"}";
+    let metrics = common::admin::scrape_until(gateway.admin_addr(), &[(series, 2.0)]);
+    assert!(!metrics.contains(&secret));
     assert_eq!(statuses(&gateway, "kg-file-key-0001", 1), [200]);
 }
 
