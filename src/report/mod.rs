@@ -78,6 +78,8 @@ struct Tally {
     prompt_tokens: u64,
     completion_tokens: u64,
     latency_us: Histogram<u64>,
+    /// The largest latency exactly: the histogram keeps it only to its precision.
+    max_latency_us: u64,
 }
 
 /// The fields of a line the report reads; the others are ignored.
@@ -221,6 +223,7 @@ impl Tally {
             prompt_tokens: 0,
             completion_tokens: 0,
             latency_us: Histogram::new(digits).expect("1 to 5 significant digits are valid"),
+            max_latency_us: 0,
         }
     }
 
@@ -241,6 +244,7 @@ impl Tally {
         if self.latency_us.record(line.latency_us).is_err() {
             self.latency_us.saturating_record(line.latency_us);
         }
+        self.max_latency_us = self.max_latency_us.max(line.latency_us);
     }
 }
 

@@ -208,7 +208,10 @@ fn stats(tally: &Tally) -> Stats {
         prompt_tokens: tally.prompt_tokens,
         completion_tokens: tally.completion_tokens,
         tokens: tally.prompt_tokens.saturating_add(tally.completion_tokens),
-        latency_us: latency(&tally.latency_us),
+        latency_us: latency(&tally.latency_us).map(|latency| Latency {
+            max: tally.max_latency_us,
+            ..latency
+        }),
     }
 }
 
