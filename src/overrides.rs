@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::clients::{Definition, Invalid};
 use crate::config::{Config, ProviderKeyConfig, Route};
-use crate::quota::journal::write_atomically;
+use crate::quota::journal::{read_state, write_atomically};
 
 /// The format version; a newer one is refused, not misread.
 const FORMAT: u32 = 1;
@@ -47,18 +47,11 @@ pub struct Overrides {
 /// Why the overrides file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OverridesError {
-    /// It exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// It is not what this version writes.
+    /// It cannot be read or is not what this version writes, nor is its `.prev` copy.
     #[error(
-        "{path} is damaged ({reason}); it holds the admin API's route states and added \
-         provider keys: restore it from a backup, or move it aside to start without them"
+        "{path} is damaged ({reason}), and so is its .prev copy (or there is none); it holds \
+         the admin API's route states and added provider keys: restore it from a backup, or \
+         move it aside to start without them"
     )]
     Damaged {
         /// The file.
@@ -81,26 +74,18 @@ impl Overrides {
     /// Reads the overrides in `dir`; none yet is an empty set.
     pub fn load(dir: &Path) -> Result<Overrides, OverridesError> {
         let path = dir.join(FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return Ok(Overrides {
-                    format: FORMAT,
-                    ..Overrides::default()
-                })
-            }
-            Err(source) => return Err(OverridesError::Read { path, source }),
+        let check = |overrides: &Overrides| match overrides.format {
+            FORMAT => Ok(()),
+            other => Err(format!("unknown format {other}")),
         };
-        let damaged = |reason: String| OverridesError::Damaged {
-            path: path.clone(),
-            reason,
-        };
-        let overrides: Overrides =
-            serde_json::from_slice(&bytes).map_err(|err| damaged(err.to_string()))?;
-        if overrides.format != FORMAT {
-            return Err(damaged(format!("unknown format {}", overrides.format)));
+        match read_state(&path, check) {
+            Ok(Some(overrides)) => Ok(overrides),
+            Ok(None) => Ok(Overrides {
+                format: FORMAT,
+                ..Overrides::default()
+            }),
+            Err(reason) => Err(OverridesError::Damaged { path, reason }),
         }
-        Ok(overrides)
     }
 
     /// Writes the overrides to `dir`, atomically, readable by the owner only.

@@ -418,3 +418,113 @@ fn keys_are_listed_a_page_at_a_time() {
     assert_eq!(ids, ["k3", "k4"]);
     assert!(rest["next_offset"].is_null());
 }
+
+#[test]
+fn a_deleted_tenant_and_its_revoked_keys_never_stop_a_reload_or_a_restart() {
+    let echo = Echo::start("up");
+    let gateway = Gateway::start_with_env(&config(echo.addr(), ""), ENV);
+    let admin = gateway.admin_addr();
+    assert_eq!(
+        call(admin, "DELETE", "/admin/keys/file-key", None).status,
+        200
+    );
+    assert_eq!(
+        call(admin, "DELETE", "/admin/tenants/acme", None).status,
+        200
+    );
+
+    // The file still names acme for file-key: that key is revoked, so it does not matter.
+    let line = gateway.reload(&config(echo.addr(), ""));
+    assert!(line.contains("config reloaded"), "{line}");
+    let gateway = gateway.restart(ENV);
+    let admin = gateway.admin_addr();
+    assert_eq!(statuses(&gateway, "kg-file-key-0001", 1), [401]);
+    // Both are still listed, as revoked and deleted.
+    let key = call(admin, "GET", "/admin/keys/file-key", None).json();
+    assert_eq!(key["revoked"], true, "{key}");
+    let tenant = call(admin, "GET", "/admin/tenants/acme", None).json();
+    assert_eq!(tenant["deleted"], true, "{tenant}");
+}
+
+#[test]
+fn an_admin_change_the_file_no_longer_fits_leaves_that_key_out_and_nothing_else() {
+    let echo = Echo::start("up");
+    let rated = "[[client_key]]\nid = \"rated\"\nsecret = \"kg-rated-0001\"\nrate = \"2/s\"\n\n";
+    let gateway = Gateway::start_with_env(&config(echo.addr(), rated), ENV);
+    let admin = gateway.admin_addr();
+    assert_eq!(
+        call(admin, "PATCH", "/admin/keys/rated", Some(r#"{"burst":5}"#)).status,
+        200
+    );
+
+    // Without a rate in the file, the API's burst has nothing to apply to.
+    let unrated = "[[client_key]]\nid = \"rated\"\nsecret = \"kg-rated-0001\"\n\n";
+    let line = gateway.reload(&config(echo.addr(), unrated));
+    assert!(
+        line.contains("reload refused") && line.contains("burst needs a rate"),
+        "{line}"
+    );
+    assert_eq!(statuses(&gateway, "kg-rated-0001", 1), [200]);
+
+    // A restart on that file starts, refusing that key only, and says why.
+    let gateway = gateway.restart(ENV);
+    assert_eq!(statuses(&gateway, "kg-rated-0001", 1), [401]);
+    assert_eq!(statuses(&gateway, "kg-file-key-0001", 1), [200]);
+    let logged = gateway.process.log_lines();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("no longer fits") && l.contains("rated")),
+        "{logged:#?}"
+    );
+}
+
+#[test]
+fn a_request_whose_key_is_revoked_while_its_body_arrives_goes_no_further() {
+    let echo = Echo::start("up");
+    let gateway = Gateway::start_with_env(&config(echo.addr(), ""), ENV);
+    let admin = gateway.admin_addr();
+    let mut client = Client::connect(gateway.addr());
+    client.send(
+        b"POST /v1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer kg-file-key-0001\r\n\
+          Content-Length: 20\r\n\r\n0123456789",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        call(admin, "DELETE", "/admin/keys/file-key", None).status,
+        200
+    );
+    client.send(b"0123456789");
+    assert_error(&client.read_response(false), 401, "invalid_api_key");
+    assert!(
+        echo.seen().is_empty(),
+        "the upstream saw {:#?}",
+        echo.seen()
+    );
+}
+
+#[test]
+fn rotation_grace_is_bounded_and_head_answers_have_no_body() {
+    let echo = Echo::start("up");
+    let gateway = Gateway::start_with_env(&config(echo.addr(), ""), ENV);
+    let admin = gateway.admin_addr();
+    let too_long = call(
+        admin,
+        "POST",
+        "/admin/keys/file-key/rotate",
+        Some(r#"{"grace":"99999999h"}"#),
+    );
+    assert_error(&too_long, 400, "bad_request");
+    assert_eq!(statuses(&gateway, "kg-file-key-0001", 1), [200]);
+
+    // The admin listener closes after each answer: everything it sent is the head.
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+    let request =
+        format!("HEAD /admin/keys HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n"), "{answer}");
+    assert!(!answer.contains("Content-Length: 0\r\n"), "{answer}");
+}

@@ -257,3 +257,54 @@ fn a_reload_the_admin_changes_do_not_fit_is_refused_whole() {
     );
     assert_eq!(get(&gateway, "/v1/x", &secret).status, 200);
 }
+
+#[test]
+fn a_reload_without_client_keys_keeps_the_gateway_closed() {
+    let echo = Echo::start("up");
+    let gateway = Gateway::start_with_env(&config(echo.addr(), "", &["/v1/"], KEY_A), ENV);
+    let line = gateway.reload(&config(echo.addr(), "", &["/v1/"], ""));
+    assert!(line.contains("config reloaded"), "{line}");
+    assert_error(
+        &get(&gateway, "/v1/x", "kg-reload-a"),
+        401,
+        "invalid_api_key",
+    );
+    let bare = roundtrip(gateway.addr(), b"GET /v1/x HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert_error(&bare, 401, "invalid_api_key");
+    assert!(echo.seen().is_empty());
+}
+
+#[test]
+fn a_reload_that_moves_a_key_to_another_tenant_is_refused() {
+    let echo = Echo::start("up");
+    let tenants = "[[tenant]]\nname = \"t1\"\n\n[[tenant]]\nname = \"t2\"\n\n";
+    let in_t1 = format!("{tenants}[[client_key]]\nid = \"a\"\ntenant = \"t1\"\nsecret = \"kg-reload-a\"\nquota = {{ per_day = 2 }}\n\n");
+    let gateway = Gateway::start_with_env(&config(echo.addr(), "", &["/v1/"], &in_t1), ENV);
+    assert_eq!(get(&gateway, "/v1/x", "kg-reload-a").status, 200);
+    assert_eq!(get(&gateway, "/v1/x", "kg-reload-a").status, 200);
+
+    let in_t2 = in_t1.replace("tenant = \"t1\"\nsecret", "tenant = \"t2\"\nsecret");
+    let line = gateway.reload(&config(echo.addr(), "", &["/v1/"], &in_t2));
+    assert!(
+        line.contains("reload refused") && line.contains("change tenant"),
+        "{line}"
+    );
+    // The quota is not reset by a move.
+    assert_error(
+        &get(&gateway, "/v1/x", "kg-reload-a"),
+        429,
+        "quota_exceeded",
+    );
+    // A restart applies it, and the key keeps its counters.
+    std::fs::write(
+        gateway.config_path(),
+        config(echo.addr(), "", &["/v1/"], &in_t2),
+    )
+    .expect("write");
+    let gateway = gateway.restart(ENV);
+    assert_error(
+        &get(&gateway, "/v1/x", "kg-reload-a"),
+        429,
+        "quota_exceeded",
+    );
+}

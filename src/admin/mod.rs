@@ -153,12 +153,21 @@ fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>, stop: &AtomicBoo
 
 /// Answers the one request of a connection, then closes it.
 fn serve(mut stream: TcpStream, state: &AdminState) {
-    let answer = match read_request(&mut stream) {
-        Ok(Some((head, body))) => routes::answer(state, &head, &body),
+    let (answer, head_only) = match read_request(&mut stream) {
+        Ok(Some((head, body))) => (
+            routes::answer(state, &head, &body),
+            head.method == crate::http::Method::Head,
+        ),
         Ok(None) => return,
-        Err(answer) => answer,
+        Err(answer) => (answer, false),
     };
-    if let Err(err) = stream.write_all(&answer.encode()) {
+    let mut bytes = answer.encode();
+    if head_only {
+        // RFC 9110 section 9.3.2: the fields a GET would have, without its content.
+        let end = memchr::memmem::find(&bytes, b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
+        bytes.truncate(end);
+    }
+    if let Err(err) = stream.write_all(&bytes) {
         tracing::debug!(error = %err, "admin answer not delivered");
     }
 }
@@ -218,7 +227,20 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
     };
     while buf.len() < length {
         match read(stream, &mut chunk) {
-            Ok(0) | Err(_) => return Ok(None),
+            Ok(0) => {
+                let message = "the body ended before its Content-Length";
+                return Err(routes::Answer::error(400, "bad_request", message));
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let message = "the body did not arrive within 5 s";
+                return Err(routes::Answer::error(408, "request_timeout", message));
+            }
+            Err(_) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }

@@ -24,6 +24,9 @@ use crate::quota::journal::WriterHandle;
 use crate::quota::Clock;
 use crate::shard::{Control, Controls, Usage};
 
+/// The longest grace period a rotation gives the old secret.
+const MAX_GRACE: Duration = Duration::from_secs(90 * 86_400);
+
 /// How long a shard may take to act on a message before the admin call gives up waiting.
 const SHARD_ANSWER: Duration = Duration::from_secs(5);
 
@@ -105,16 +108,29 @@ pub struct KeyUsage {
     pub table: Arc<KeyTable>,
 }
 
+/// How [`compose`] treats an admin change that no longer fits the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Refuse the whole config (a reload: the running one stays, and the operator reads why).
+    Strict,
+    /// Start anyway, logging each misfit: a key that no longer fits is left out (refused,
+    /// never loosened), a tenant whose change no longer fits keeps the file's definition.
+    Lenient,
+}
+
 /// The table `config` and `overlay` define together. `previous` keeps positions and the
 /// state of keys a reload drops; `now` ends expired grace periods.
 pub fn compose(
     previous: Option<&KeyTable>,
     config: &Config,
     overlay: &Overlay,
-    shards: usize,
-    now: u64,
+    (shards, now, fit): (usize, u64, Fit),
 ) -> Result<KeyTable, Invalid> {
     let mut problems = Vec::new();
+    let mut misfit = |problem: String, consequence: &str| match fit {
+        Fit::Strict => problems.push(problem),
+        Fit::Lenient => tracing::error!(%problem, consequence, "an admin change no longer fits"),
+    };
 
     // Tenants: the file's, changed or deleted by the API, then the API's own.
     let mut tenants: Vec<Tenant> = Vec::with_capacity(config.tenants.len());
@@ -127,10 +143,14 @@ pub fn compose(
                 record::merge(&mut definition, &change.patch);
                 match record::tenant(&tenant.name, &definition) {
                     Ok(tenant) => tenants.push(tenant),
-                    Err(err) => problems.push(format!(
-                        "tenant {:?} as changed through the admin API: {err}",
-                        tenant.name
-                    )),
+                    Err(err) => {
+                        let problem = format!(
+                            "tenant {:?} as changed through the admin API: {err}",
+                            tenant.name
+                        );
+                        misfit(problem, "the file's definition of the tenant is used");
+                        tenants.push(tenant.clone());
+                    }
                 }
             }
             None => tenants.push(tenant.clone()),
@@ -140,11 +160,22 @@ pub fn compose(
         if change.created && !change.removed {
             match record::tenant(name, &change.patch) {
                 Ok(tenant) => tenants.push(tenant),
-                Err(err) => problems.push(format!("tenant {name:?} (admin API): {err}")),
+                Err(err) => misfit(
+                    format!("tenant {name:?} (admin API): {err}"),
+                    "the tenant is left out, and its keys with it",
+                ),
             }
         }
     }
     let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+    // Revoked keys are checked against every tenant ever named, deleted ones too.
+    let deleted: Vec<&str> = overlay
+        .tenants
+        .iter()
+        .filter(|(_, change)| change.removed)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let all_names: Vec<&str> = names.iter().chain(&deleted).copied().collect();
 
     // Keys the API changed, created or revoked; the file's others pass as they are.
     let mut defined: HashMap<&str, &ClientKeyConfig> = HashMap::new();
@@ -160,6 +191,13 @@ pub fn compose(
             (true, _) => change.patch.clone(),
             (false, Some(key)) => {
                 let mut definition = record::key_definition(key);
+                if change.patch.contains_key("secret_sha256") && !change.removed {
+                    let patched = change.patch.get("secret_sha256");
+                    if patched != definition.get("secret_sha256") {
+                        tracing::info!(key_id = %id, "the key's secret is the one the admin \
+                            API rotated to; the config file's is not used");
+                    }
+                }
                 record::merge(&mut definition, &change.patch);
                 definition
             }
@@ -171,24 +209,35 @@ pub fn compose(
                 continue;
             }
         };
-        match record::client_key(id, &definition, &names) {
+        let tenants = if change.removed { &all_names } else { &names };
+        match record::client_key(id, &definition, tenants) {
             Ok(key) if change.removed => revoked.push(key),
             Ok(key) => changed.push((key, previous_secret(change, now))),
             // A revoked key is listed if it can be; it can never stop a start or a reload.
             Err(_) if change.removed => {}
-            Err(err) => problems.push(format!(
-                "client key {id:?} as changed through the admin API: {err}"
-            )),
+            Err(err) => misfit(
+                format!("client key {id:?} as changed through the admin API: {err}"),
+                "the key is left out: it is refused until the file or the key is fixed",
+            ),
         }
     }
+    let mut left_out: Vec<&str> = Vec::new();
     for key in &config.client_keys {
+        if overlay.keys.contains_key(&key.id) {
+            continue;
+        }
         if let Some(tenant) = &key.tenant {
             if !names.contains(&tenant.as_str()) {
-                problems.push(format!(
+                let problem = format!(
                     "client key {:?} names tenant {tenant:?}, which was deleted through the \
-                     admin API",
+                     admin API (or no longer fits)",
                     key.id
-                ));
+                );
+                misfit(
+                    problem,
+                    "the key is left out: it is refused until the file is fixed",
+                );
+                left_out.push(&key.id);
             }
         }
     }
@@ -199,7 +248,7 @@ pub fn compose(
     let file_keys = config
         .client_keys
         .iter()
-        .filter(|key| !overlay.keys.contains_key(&key.id))
+        .filter(|key| !overlay.keys.contains_key(&key.id) && !left_out.contains(&&*key.id))
         .map(|config| KeyEntry {
             config,
             previous: None,
@@ -209,6 +258,9 @@ pub fn compose(
         previous: *previous,
     });
     let mut table = KeyTable::compose(previous, &tenants, file_keys.chain(api_keys), shards);
+    for name in &deleted {
+        table.add_deleted_tenant(name);
+    }
     for key in &revoked {
         table.add_revoked(key, shards);
     }
@@ -263,7 +315,21 @@ impl Clients {
     pub fn reload(&self, config: &Config) -> Result<(), ClientsError> {
         let mut inner = self.lock();
         let now = now();
-        let table = compose(Some(&inner.table), config, &inner.overlay, self.shards, now)?;
+        let table = compose(
+            Some(&inner.table),
+            config,
+            &inner.overlay,
+            (self.shards, now, Fit::Strict),
+        )?;
+        let moved = table.moved_keys(&inner.table);
+        if !moved.is_empty() {
+            return Err(ClientsError::Invalid(Invalid(vec![format!(
+                "client keys {} would change tenant: their counters live on their tenant's \
+                 shard and cannot move while keygate runs; restart keygate to apply this \
+                 (counters are kept by key id), or give the moved keys new ids",
+                moved.join(", ")
+            )])));
+        }
         let overlay = inner.overlay.clone();
         self.commit(&mut inner, table, overlay, false)
     }
@@ -418,7 +484,13 @@ impl Clients {
         let mut config = inner.table.config_of(index);
         let old = config.secret;
         config.secret = digest;
-        let until = now().saturating_add(grace.as_nanos() as u64);
+        if grace > MAX_GRACE {
+            return Err(ClientsError::Invalid(Invalid(vec![format!(
+                "grace is at most {} days",
+                MAX_GRACE.as_secs() / 86_400
+            )])));
+        }
+        let until = now().saturating_add(u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX));
         let previous = (!grace.is_zero()).then_some((old, until));
         let table = inner.table.amend(
             Amendment {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::record::Definition;
-use crate::quota::journal::write_atomically;
+use crate::quota::journal::{read_state, write_atomically};
 
 /// The format version; a newer one is refused, not misread.
 const FORMAT: u32 = 1;
@@ -72,18 +72,11 @@ fn is_false(value: &bool) -> bool {
 /// Why the state file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
-    /// It exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// It is not what this version writes.
+    /// It cannot be read or is not what this version writes, nor is its `.prev` copy.
     #[error(
-        "{path} is damaged ({reason}); it holds the admin API's client key changes: restore it \
-         from a backup, or move it aside to start with the config file's keys only"
+        "{path} is damaged ({reason}), and so is its .prev copy (or there is none); it holds the \
+         admin API's client key changes: restore it from a backup. Moving it aside starts from \
+         the config file alone, which brings back keys the admin API revoked"
     )]
     Damaged {
         /// The file.
@@ -97,26 +90,18 @@ impl Overlay {
     /// Reads the overlay in `dir`; none yet is an empty one.
     pub fn load(dir: &Path) -> Result<Overlay, OverlayError> {
         let path = dir.join(FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return Ok(Overlay {
-                    format: FORMAT,
-                    ..Overlay::default()
-                })
-            }
-            Err(source) => return Err(OverlayError::Read { path, source }),
+        let check = |overlay: &Overlay| match overlay.format {
+            FORMAT => Ok(()),
+            other => Err(format!("unknown format {other}")),
         };
-        let damaged = |reason: String| OverlayError::Damaged {
-            path: path.clone(),
-            reason,
-        };
-        let overlay: Overlay =
-            serde_json::from_slice(&bytes).map_err(|err| damaged(err.to_string()))?;
-        if overlay.format != FORMAT {
-            return Err(damaged(format!("unknown format {}", overlay.format)));
+        match read_state(&path, check) {
+            Ok(Some(overlay)) => Ok(overlay),
+            Ok(None) => Ok(Overlay {
+                format: FORMAT,
+                ..Overlay::default()
+            }),
+            Err(reason) => Err(OverlayError::Damaged { path, reason }),
         }
-        Ok(overlay)
     }
 
     /// Writes the overlay to `dir`, atomically.

@@ -91,6 +91,9 @@ impl KeyTable {
     ) -> Self {
         let mut table = KeyTable {
             generation: previous.map_or(0, |p| p.generation + 1),
+            // A gateway that required keys keeps requiring them: a reload that leaves no key
+            // refuses every request rather than open the gateway (a restart would open it).
+            required: previous.is_some_and(|p| p.required),
             ..KeyTable::default()
         };
 
@@ -194,6 +197,33 @@ impl KeyTable {
             table.put(at, entry, tenant, &mut shared, shards);
         }
         table
+    }
+
+    /// The ids of keys live in both `previous` and this table whose tenant differs: their
+    /// counters would stay behind on the old tenant's shard.
+    pub fn moved_keys(&self, previous: &KeyTable) -> Vec<&str> {
+        fn tenant<'t>(table: &'t KeyTable, key: &ClientKey) -> Option<&'t str> {
+            key.tenant.map(|at| &*table.tenants[at as usize].name)
+        }
+        self.keys
+            .iter()
+            .zip(&previous.keys)
+            .filter(|(now, before)| !now.revoked && !before.revoked)
+            .filter(|(now, before)| tenant(self, now) != tenant(previous, before))
+            .map(|(now, _)| &*now.id)
+            .collect()
+    }
+
+    /// Adds a tenant that is deleted from the start (the admin API deleted it before this
+    /// table), so it is listed and keeps a position. One already in the table is left.
+    pub fn add_deleted_tenant(&mut self, name: &str) {
+        if self.find_tenant(name).is_none() {
+            self.tenants.push(Tenant {
+                name: name.into(),
+                limits: Limits::default(),
+                deleted: true,
+            });
+        }
     }
 
     /// Adds a key that is revoked from the start (the admin API revoked it before this

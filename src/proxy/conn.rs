@@ -271,6 +271,14 @@ impl ClientConn {
         // every call with a client key.
         self.count_tokens |= pool_counts_tokens || shard.access.is_some() || key.is_some();
 
+        // A key revoked while its request's body was arriving goes no further: the answer to
+        // the revocation promised that no shard accepts it any more.
+        if let Some(index) = self.key {
+            let current = shard.keys.get();
+            if current.generation() != table.generation() && current.key(index).revoked {
+                return Err(Error::Unauthorized(keys::AuthError::Unknown));
+            }
+        }
         let forwarded = self
             .forward(&routing, route.upstream, head, &body, tokens)
             .await?;

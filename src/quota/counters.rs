@@ -156,7 +156,10 @@ impl Counters {
         for (slot, (window, quota)) in quotas(limits).enumerate() {
             let Some(quota) = quota else { continue };
             if self.windows[slot].current(window, now) >= quota {
-                refuse(Exceeded::Quota(window), window.bounds(now).1 - now);
+                refuse(
+                    Exceeded::Quota(window),
+                    window.bounds(now).1.saturating_sub(now),
+                );
             }
         }
 
@@ -176,7 +179,10 @@ impl Counters {
         if let Some(per_day) = limits.tokens_per_day {
             let used = self.tokens_day.current(Window::Day, now);
             if used.saturating_add(tokens.min(per_day)) > per_day {
-                refuse(Exceeded::TokensPerDay, Window::Day.bounds(now).1 - now);
+                refuse(
+                    Exceeded::TokensPerDay,
+                    Window::Day.bounds(now).1.saturating_sub(now),
+                );
             }
         }
 
@@ -255,7 +261,11 @@ impl Counters {
             let today = Window::Day.bounds(now).0;
             let reserved_today = Window::Day.bounds(hold.at).0 == today;
             if reserved_today && self.tokens_day.id == today {
-                self.tokens_day.used = (self.tokens_day.used + used).saturating_sub(reserved);
+                self.tokens_day.used = self
+                    .tokens_day
+                    .used
+                    .saturating_add(used)
+                    .saturating_sub(reserved);
             } else {
                 self.tokens_day.add(Window::Day, now, used);
             }
@@ -292,7 +302,11 @@ impl Counters {
                 limit: bucket.burst,
                 remaining: bucket.remaining(self.rate_tat, now),
                 reset: bucket.reset(self.rate_tat, now),
-                window_secs: (bucket.burst * bucket.interval).div_ceil(SECOND).max(1),
+                window_secs: bucket
+                    .burst
+                    .saturating_mul(bucket.interval)
+                    .div_ceil(SECOND)
+                    .max(1),
                 name: "rate",
             }
         });
@@ -303,7 +317,7 @@ impl Counters {
                 Some(Budget {
                     limit: quota,
                     remaining: quota.saturating_sub(self.windows[slot].current(window, now)),
-                    reset: window.bounds(now).1 - now,
+                    reset: window.bounds(now).1.saturating_sub(now),
                     window_secs: window.nominal_secs(),
                     name: window.name(),
                 })
@@ -413,6 +427,36 @@ mod tests {
             exceeded,
             retry_after,
         })
+    }
+
+    #[test]
+    fn limits_at_the_edge_of_u64_count_without_overflow() {
+        let huge = Limits {
+            rate: Some(crate::config::RateLimit {
+                rate: crate::config::Rate {
+                    count: 1,
+                    per: Duration::from_secs(3600),
+                },
+                burst: u64::MAX,
+            }),
+            quota: crate::config::Quota {
+                per_minute: Some(u64::MAX),
+                per_hour: Some(u64::MAX),
+                per_day: Some(u64::MAX),
+                per_month: Some(u64::MAX),
+            },
+            tokens_per_minute: Some(u64::MAX),
+            tokens_per_day: Some(u64::MAX),
+            max_concurrent: Some(u32::MAX),
+        };
+        let mut counters = Counters::default();
+        for now in [T0, T0 + S, u64::MAX / 2] {
+            let grant = counters.check(&huge, now, u64::MAX).expect("admitted");
+            let hold = counters.commit(&huge, now, grant);
+            counters.settle(&huge, now, hold, u64::MAX);
+            assert_eq!(counters.budgets(&huge, now).count(), 5);
+            assert!(counters.tokens_budget(&huge, now).is_some());
+        }
     }
 
     #[test]

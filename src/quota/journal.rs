@@ -304,9 +304,50 @@ impl Snapshot {
     }
 }
 
+/// Reads the JSON state file `path`, or its `.prev` copy when it is missing or damaged
+/// (`check` says what else makes it unusable, such as an unknown format). `Ok(None)`:
+/// neither exists. `Err`: what is wrong with `path`, when no copy could stand in.
+pub(crate) fn read_state<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<Option<T>, String> {
+    let read = |path: &Path| -> Result<Option<T>, String> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err.to_string()),
+        };
+        let value: T = serde_json::from_slice(&bytes).map_err(|err| err.to_string())?;
+        check(&value)?;
+        Ok(Some(value))
+    };
+    let prev = path.with_extension("json.prev");
+    match read(path) {
+        Ok(Some(value)) => Ok(Some(value)),
+        Ok(None) => {
+            let value = read(&prev)
+                .map_err(|reason| format!("missing, and its .prev copy is damaged ({reason})"))?;
+            if value.is_some() {
+                tracing::warn!(path = %path.display(), "state file missing; using its .prev copy");
+            }
+            Ok(value)
+        }
+        Err(reason) => match read(&prev) {
+            Ok(Some(value)) => {
+                tracing::warn!(path = %path.display(), %reason,
+                    "state file damaged; using its .prev copy, one change older");
+                Ok(Some(value))
+            }
+            _ => Err(reason),
+        },
+    }
+}
+
 /// Writes `value` as JSON to `path` so that a crash leaves either the old file or the new one:
-/// through a synced temporary file renamed into place, the old one kept as `.prev`. The file
-/// is readable by its owner only: state files name keys, and one holds provider secrets.
+/// through a synced temporary file renamed into place, the old one kept as `.prev`. `path`
+/// exists at every instant once it was first written: the old file is linked to `.prev`
+/// (not moved there), and the rename replaces it in one step. The file is readable by its
+/// owner only: state files name keys, and one holds provider secrets.
 pub(crate) fn write_atomically<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("json.tmp");
@@ -324,11 +365,21 @@ pub(crate) fn write_atomically<T: serde::Serialize>(path: &Path, value: &T) -> i
         file.sync_all()?;
     }
     if path.exists() {
-        fs::rename(path, path.with_extension("json.prev"))?;
+        let prev = path.with_extension("json.prev");
+        match fs::remove_file(&prev) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        fs::hard_link(path, &prev)?;
     }
     fs::rename(&tmp, path)?;
+    // The new file is whole and in place; only the durability of the rename is in doubt if
+    // the directory cannot be synced, which is no reason to report the write as failed.
     if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
+        if let Err(err) = fs::File::open(dir).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(path = %path.display(), error = %err,
+                "cannot sync the state directory; the file is written but a power loss may undo it");
+        }
     }
     Ok(())
 }
@@ -371,6 +422,38 @@ mod tests {
         assert_eq!(restored.keys["a"].rate_tat, 1);
         assert_eq!(restored.keys["b"].rate_tat, 3);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_atomic_write_keeps_the_file_in_place_and_the_old_one_as_prev() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("atomic");
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("state.json");
+        write_atomically(&path, &1).expect("first");
+        assert!(!path.with_extension("json.prev").exists());
+        write_atomically(&path, &2).expect("second");
+        write_atomically(&path, &3).expect("third");
+        let read = |p: &Path| fs::read_to_string(p).expect("read");
+        assert_eq!(read(&path), "3\n");
+        assert_eq!(read(&path.with_extension("json.prev")), "2\n");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The reader takes the copy when the file is gone or damaged.
+        let check = |_: &u32| Ok(());
+        assert_eq!(read_state::<u32>(&path, check), Ok(Some(3)));
+        fs::write(&path, "{garbage").expect("damage");
+        assert_eq!(read_state::<u32>(&path, check), Ok(Some(2)));
+        fs::remove_file(&path).expect("remove");
+        assert_eq!(read_state::<u32>(&path, check), Ok(Some(2)));
+        fs::write(path.with_extension("json.prev"), "x").expect("damage the copy");
+        assert!(read_state::<u32>(&path, check).is_err());
+        fs::write(&path, "y").expect("damage both");
+        assert!(read_state::<u32>(&path, check).is_err());
+        fs::remove_file(path.with_extension("json.prev")).expect("remove the copy");
+        fs::remove_file(&path).expect("remove");
+        assert_eq!(read_state::<u32>(&path, check), Ok(None));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

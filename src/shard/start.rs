@@ -192,8 +192,9 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let state_dir = config.gateway.state_dir.clone();
     let restored = Arc::new(journal::load(&state_dir)?);
     let overlay = Overlay::load(&state_dir)?;
-    let keys = clients::compose(None, &config, &overlay, shards, Clock::default().now())
-        .map_err(StartError::ClientsInvalid)?;
+    let fit = (shards, Clock::default().now(), clients::Fit::Lenient);
+    let keys =
+        clients::compose(None, &config, &overlay, fit).map_err(StartError::ClientsInvalid)?;
     let keys = Arc::new(keys);
     config.client_keys = Vec::new();
     // The shards run the file with the admin API's route states and provider keys on top.
@@ -287,7 +288,16 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
                     ready: ready_tx,
                 };
                 if let (Some(inbox), Some(metrics)) = (inbox, metrics) {
-                    run_shard(setup, &config, &shared, inbox, (access, metrics));
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_shard(setup, &config, &shared, inbox, (access, metrics))
+                    }));
+                    // A shard that died would leave its keys unserved while the process looks
+                    // healthy; better to exit and let the service manager start it again
+                    // (counters are at most `persist_interval` old on disk).
+                    if ran.is_err() {
+                        tracing::error!(shard = id, "a shard panicked; exiting");
+                        std::process::exit(70);
+                    }
                 }
             })
             .map_err(StartError::Spawn)?;
