@@ -122,7 +122,24 @@ impl<'a> Problems<'a> {
     /// Records a TOML syntax or shape error, placed by the span the parser reported.
     pub(crate) fn toml(&mut self, err: &toml::de::Error) {
         let span = err.span().unwrap_or(0..0);
-        self.at(span, err.message().trim_end().replace('\n', "; "));
+        let mut message = err.message().trim_end().replace('\n', "; ");
+        // A type error quotes the value; for a secret written with the wrong type (a number,
+        // say) that would put the secret in the log.
+        if self.is_secret_value(span.start) {
+            message = hide_quoted(&message);
+        }
+        self.at(span, message);
+    }
+
+    /// Whether the value at `offset` is assigned to a `secret*` key on its line.
+    fn is_secret_value(&self, offset: usize) -> bool {
+        let text = self.map.text;
+        let before = text.get(..offset.min(text.len())).unwrap_or_default();
+        let line = before.rsplit('\n').next().unwrap_or_default();
+        line.split(['=', '{', ','])
+            .rev()
+            .nth(1)
+            .is_some_and(|key| key.trim().trim_matches('"').starts_with("secret"))
     }
 
     /// Adds problems found in another file (the tuning file, say).
@@ -143,6 +160,16 @@ impl<'a> Problems<'a> {
         });
         ConfigErrors(list)
     }
+}
+
+/// `message` with every `quoted` part replaced by `(hidden)`.
+fn hide_quoted(message: &str) -> String {
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "(hidden)" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
 }
 
 #[cfg(test)]

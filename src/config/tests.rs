@@ -437,3 +437,24 @@ fn truncated_config_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_quoted_in_the_problem() {
+    let cases = [
+        "[[client_key]]\nid = \"x\"\nsecret = 12345678\n",
+        "[[client_key]]\nid = \"x\"\nsecret_sha256 = 12345678\n",
+        "[[upstream]]\nname = \"u\"\nprovider = \"openai\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+         key = [{ id = \"a\", \"secret\" = 12345678 }]\n",
+    ];
+    for case in cases {
+        let text = format!("{GATEWAY}{case}");
+        let problems = problems(&text);
+        assert!(problems.contains("(hidden)"), "{problems}");
+        assert!(!problems.contains("12345678"), "{problems}");
+    }
+    // Other values are quoted as they were written, to help find them.
+    let problems = problems(&format!(
+        "{GATEWAY}[[client_key]]\nid = 12345678\nsecret = \"s\"\n"
+    ));
+    assert!(problems.contains("12345678"), "{problems}");
+}
