@@ -162,6 +162,26 @@ pub fn with_lifecycle(route: &Route, lifecycle: &Definition) -> Result<Route, In
     })
 }
 
+/// The lifecycle fields of `route`, as the config writes them.
+pub fn lifecycle_definition(route: &Route) -> Definition {
+    let date = |secs: u64| {
+        let ts = crate::accesslog::format_timestamp(secs.saturating_mul(crate::quota::SECOND));
+        Value::String(String::from_utf8_lossy(&ts).into_owned())
+    };
+    let mut out = Definition::new();
+    out.insert("state".into(), route.state.name().into());
+    if let Some(at) = route.deprecation {
+        out.insert("deprecation".into(), date(at));
+    }
+    if let Some(at) = route.sunset {
+        out.insert("sunset".into(), date(at));
+    }
+    if let Some(link) = &route.deprecation_link {
+        out.insert("deprecation_link".into(), link.as_str().into());
+    }
+    out
+}
+
 /// The provider key `definition` defines for `upstream`, validated as the config validates
 /// provider keys. Only an inline `secret` is taken: the admin API reads no files or
 /// variables on the gateway's host.

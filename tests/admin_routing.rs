@@ -65,6 +65,7 @@ fn a_route_is_deprecated_and_retired_at_run_time_and_stays_so() {
         assert!(get(&gateway, "/v2/x").header("deprecation").is_none());
     }
 
+    // Retiring changes the state and keeps the dates: the 410 still carries them.
     let retired = call(
         admin,
         "POST",
@@ -72,8 +73,11 @@ fn a_route_is_deprecated_and_retired_at_run_time_and_stays_so() {
         Some(r#"{"route":"/v1/","state":"retired"}"#),
     );
     assert_eq!(retired.status, 200, "{}", retired.body_text());
+    assert_eq!(retired.json()["sunset"], "2027-01-01T00:00:00.000Z");
     let before = echo.seen().len();
-    assert_error(&get(&gateway, "/v1/x"), 410, "route_retired");
+    let gone = get(&gateway, "/v1/x");
+    assert_error(&gone, 410, "route_retired");
+    assert_eq!(gone.header("sunset"), Some("Fri, 01 Jan 2027 00:00:00 GMT"));
     assert_eq!(
         echo.seen().len(),
         before,
@@ -147,6 +151,16 @@ fn an_added_provider_key_is_used_at_once_and_kept() {
     let echo = Echo::start("up");
     let gateway = Gateway::start_with_env(&config(echo.addr(), ""), ENV);
     let admin = gateway.admin_addr();
+    for _ in 0..3 {
+        assert_eq!(get(&gateway, "/v1/x").status, 200);
+    }
+    let requests_of_a = |admin| {
+        let listed = call(admin, "GET", "/admin/upstreams", None).json();
+        listed["upstreams"][0]["keys"][0]["requests"]
+            .as_u64()
+            .expect("requests")
+    };
+    assert_eq!(requests_of_a(admin), 3);
 
     let added = call(
         admin,
@@ -170,6 +184,8 @@ fn an_added_provider_key_is_used_at_once_and_kept() {
         .collect();
     assert!(used.iter().any(|v| v == "Bearer sk-added-b"), "{used:?}");
     assert!(used.iter().any(|v| v == "Bearer sk-a"), "{used:?}");
+    // The pool was rebuilt with the new key; the old key's counts came along.
+    assert!(requests_of_a(admin) >= 4, "{}", requests_of_a(admin));
 
     let cases: &[(&str, &str, u16)] = &[
         (

@@ -175,6 +175,12 @@ fn settings_that_take_a_restart_are_named_and_the_rest_applies() {
         "{line}"
     );
     assert_eq!(get(&gateway, "/v2/x", "kg-reload-a").status, 200);
+    // Back to the value the process runs with: nothing is waiting for a restart.
+    let line = gateway.reload(&config(echo.addr(), "", &["/v1/"], KEY_A));
+    assert!(
+        line.contains("config reloaded") && !line.contains("restart"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -129,11 +129,14 @@ pub(super) fn tenants(state: &AdminState, path: &[&str], method: &[u8], body: &[
             }
         }
         ([name], b"PATCH") => object(body).and_then(|patch| {
-            let definition = clients.put_tenant(name, &patch, false)?;
+            clients.put_tenant(name, &patch, false)?;
             tracing::info!(tenant = %name, "tenant changed by the admin API");
+            let found = clients.tenants().into_iter().find(|(n, ..)| n == name);
+            let (name, definition, source, deleted) =
+                found.ok_or_else(|| ClientsError::NoTenant((*name).to_owned()))?;
             Ok(Answer::json(
                 200,
-                &json!({"name": name, "limits": definition}),
+                &tenant_json(&name, definition, source, deleted),
             ))
         }),
         ([name], b"DELETE") => clients.delete_tenant(name).map(|()| {

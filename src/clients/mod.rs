@@ -639,7 +639,9 @@ impl Clients {
             .count();
         if live > 0 {
             return Err(ClientsError::Conflict(format!(
-                "tenant {name:?} still has {live} live client keys; revoke them first"
+                "tenant {name:?} still has {live} live client key{}; revoke {} first",
+                if live == 1 { "" } else { "s" },
+                if live == 1 { "it" } else { "them" }
             )));
         }
         let table = inner.table.amend(

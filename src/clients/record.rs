@@ -154,11 +154,18 @@ pub fn tenant_definition(tenant: &Tenant) -> Definition {
     out
 }
 
-/// The limit fields of `limits`, as the config file writes them.
+/// The limit fields of `limits`, as the config file writes them. A `burst` equal to its
+/// rate's default is left out, so that it follows the rate when only the rate is changed.
 pub fn limits_definition(limits: &Limits, out: &mut Definition) {
     if let Some(rate) = limits.rate {
         out.insert("rate".into(), rate_text(rate.rate).into());
-        out.insert("burst".into(), rate.burst.into());
+        let default_burst = match rate.rate.per.as_secs() {
+            1 => rate.rate.count.max(1),
+            _ => 1,
+        };
+        if rate.burst != default_burst {
+            out.insert("burst".into(), rate.burst.into());
+        }
     }
     let quota = [
         ("per_minute", limits.quota.per_minute),
@@ -320,6 +327,27 @@ mod tests {
     }
 
     #[test]
+    fn a_default_burst_follows_the_rate() {
+        let digest = KeySecretHash::of(b"kg-x").to_hex();
+        let key = client_key(
+            "k",
+            &object(json!({"secret_sha256": digest, "rate": "5/s"})),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut definition = key_definition(&key);
+        assert!(!definition.contains_key("burst"), "{definition:?}");
+        merge(&mut definition, &object(json!({"rate": "2/m"})));
+        let slower = client_key("k", &definition, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(slower.limits.rate.map(|r| r.burst), Some(1));
+        // A burst set on purpose stays through a change of rate.
+        merge(&mut definition, &object(json!({"burst": 4})));
+        merge(&mut definition, &object(json!({"rate": "9/s"})));
+        let set = client_key("k", &definition, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.limits.rate.map(|r| r.burst), Some(4));
+    }
+
+    #[test]
     fn problems_are_the_loaders() {
         let digest = KeySecretHash::of(b"kg-x").to_hex();
         let cases = [
@@ -397,7 +425,7 @@ mod tests {
 
     #[test]
     fn tenants_read_back() {
-        let definition = object(json!({"rate": "10/m", "burst": 1, "tokens_per_day": 5}));
+        let definition = object(json!({"rate": "10/m", "burst": 3, "tokens_per_day": 5}));
         let tenant = tenant("acme", &definition).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(tenant_definition(&tenant), definition);
         assert!(super::tenant("acme", &object(json!({"rate": "x"}))).is_err());

@@ -50,6 +50,8 @@ impl From<Invalid> for ReloadError {
 /// What the control plane changes, and the handles it changes it through.
 pub struct ControlPlane {
     state: Mutex<State>,
+    /// The config the process started with: what restart-only settings still are.
+    started: Arc<Config>,
     /// Provider key pools in use.
     pub pools: Pools,
     /// Metric labels of routes and upstreams.
@@ -81,6 +83,7 @@ impl ControlPlane {
     ) -> ControlPlane {
         ControlPlane {
             state_dir: file.gateway.state_dir.clone(),
+            started: Arc::clone(&effective),
             state: Mutex::new(State {
                 file,
                 overrides,
@@ -100,7 +103,7 @@ impl ControlPlane {
     /// Applies a reloaded, validated config. Says what it did, or why nothing changed.
     pub fn reload(&self, mut file: Config) -> Result<String, ReloadError> {
         let mut state = self.lock();
-        let kept = restart_only(&state.effective, &file);
+        let kept = restart_only(&self.started, &file);
         for setting in &kept {
             tracing::warn!(
                 setting,
@@ -149,12 +152,14 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Sets the lifecycle of the route `id` (`state`, `deprecation`, `sunset`,
-    /// `deprecation_link`, as the config writes them); `None` hands it back to the file.
+    /// Changes the lifecycle of the route `id` by `patch`, a JSON merge patch of its fields
+    /// (`state`, `deprecation`, `sunset`, `deprecation_link`, as the config writes them):
+    /// fields not sent keep their values, so retiring a deprecated route keeps its dates.
+    /// Publishing drops the other fields. `None` hands the route back to the file.
     pub fn set_route_lifecycle(
         &self,
         id: &str,
-        lifecycle: Option<Definition>,
+        patch: Option<Definition>,
     ) -> Result<Route, ReloadError> {
         let mut state = self.lock();
         let Some(route) = state
@@ -170,8 +175,17 @@ impl ControlPlane {
             .into());
         };
         let mut overrides = state.overrides.clone();
-        match lifecycle {
-            Some(lifecycle) => {
+        match patch {
+            Some(patch) => {
+                let current = (state.effective.routes.iter())
+                    .find(|r| overrides::route_id(r) == id)
+                    .unwrap_or(route);
+                let mut lifecycle = overrides::lifecycle_definition(current);
+                crate::clients::record::merge(&mut lifecycle, &patch);
+                // Publishing drops the dates and link it had; any sent with it are checked.
+                if lifecycle.get("state").and_then(|s| s.as_str()) == Some("published") {
+                    lifecycle.retain(|field, _| field == "state" || patch.contains_key(field));
+                }
                 overrides::with_lifecycle(route, &lifecycle)?;
                 overrides.routes.insert(id.to_owned(), lifecycle);
             }
@@ -295,7 +309,7 @@ impl ControlPlane {
                     (Some(old), true) => Some(Arc::clone(old)),
                     _ => KeyPool::new(upstream).map(|pool| {
                         if let Some(old) = old {
-                            pool.restore(&old.records(), now);
+                            pool.take_over(old, now);
                         }
                         Arc::new(pool)
                     }),
@@ -305,7 +319,8 @@ impl ControlPlane {
     }
 }
 
-/// The settings that differ between `running` and `config` but take a restart.
+/// The settings that differ between `running` (as the process started) and `config` but
+/// take a restart.
 fn restart_only(running: &Config, config: &Config) -> Vec<&'static str> {
     let (old, new) = (&running.gateway, &config.gateway);
     let checks = [

@@ -24,32 +24,32 @@ use crate::upstream::{KeyPool, Pools};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The listen address could not be claimed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// The configured address.
         addr: SocketAddr,
         /// What the kernel said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A shard's runtime could not start.
-    #[error("shard {shard} could not start its runtime: {source}; {hint}")]
+    #[error("shard {shard} could not start its runtime: {error}; {hint}")]
     Runtime {
         /// Which shard.
         shard: usize,
         /// What the kernel said.
-        source: std::io::Error,
+        error: std::io::Error,
         /// What to change.
         hint: &'static str,
     },
     /// A shard could not bind its listener.
-    #[error("shard {shard} cannot bind {addr}: {source}")]
+    #[error("shard {shard} cannot bind {addr}: {error}")]
     Bind {
         /// Which shard.
         shard: usize,
         /// The address.
         addr: SocketAddr,
         /// What the kernel said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A shard thread could not be spawned.
     #[error("cannot spawn shard thread: {0}")]
@@ -79,12 +79,12 @@ pub enum StartError {
     )]
     ClientsInvalid(crate::clients::Invalid),
     /// The access log cannot be opened.
-    #[error("cannot open access_log {path}: {source}")]
+    #[error("cannot open access_log {path}: {error}")]
     AccessLog {
         /// The configured path.
         path: std::path::PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -168,9 +168,9 @@ impl Gateway {
 pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     raise_open_files(config.tuning.nofile_limit);
     let configured = config.gateway.listen;
-    let addr = listener::claim(configured).map_err(|source| StartError::Listen {
+    let addr = listener::claim(configured).map_err(|error| StartError::Listen {
         addr: configured,
-        source,
+        error,
     })?;
 
     let shards = match config.gateway.workers {
@@ -208,10 +208,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let access_log = match Options::from_gateway(&config.gateway) {
         Some(options) => {
             let path = options.path.clone();
-            Some(
-                AccessLog::open(options)
-                    .map_err(|source| StartError::AccessLog { path, source })?,
-            )
+            Some(AccessLog::open(options).map_err(|error| StartError::AccessLog { path, error })?)
         }
         None => None,
     };
@@ -394,11 +391,11 @@ fn run_shard(
             let Some(shard) = shard else { return };
             let listener = match listener::bind(addr, backlog) {
                 Ok(listener) => listener,
-                Err(source) => {
+                Err(error) => {
                     let _ = ready.send(Err(StartError::Bind {
                         shard: id,
                         addr,
-                        source,
+                        error,
                     }));
                     return;
                 }
@@ -409,11 +406,11 @@ fn run_shard(
             }
         }
     });
-    if let Err(source) = ran {
-        let hint = runtime::io_uring_hint(&source);
+    if let Err(error) = ran {
+        let hint = runtime::io_uring_hint(&error);
         let _ = ready.send(Err(StartError::Runtime {
             shard: id,
-            source,
+            error,
             hint,
         }));
     }

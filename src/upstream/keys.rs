@@ -585,6 +585,43 @@ impl KeyPool {
         disabled
     }
 
+    /// Takes over the state of `old`'s keys (same id and secret): what [`KeyPool::restore`]
+    /// restores, and what a restart would lose: pacing, what the provider announced, and
+    /// the counters. For a pool rebuilt because its upstream changed (a reload, an added key).
+    pub fn take_over(&self, old: &KeyPool, now: u64) {
+        self.restore(&old.records(), now);
+        for key in self.keys.iter() {
+            let Some(before) = old
+                .keys
+                .iter()
+                .find(|k| k.id == key.id && k.fingerprint == key.fingerprint)
+            else {
+                continue;
+            };
+            let (to, from) = (&key.state, &before.state);
+            let pairs = [
+                (&to.request_tat, &from.request_tat),
+                (&to.token_tat, &from.token_tat),
+                (&to.learned_rpm, &from.learned_rpm),
+                (&to.learned_tpm, &from.learned_tpm),
+                (&to.requests_left, &from.requests_left),
+                (&to.requests_reset, &from.requests_reset),
+                (&to.tokens_left, &from.tokens_left),
+                (&to.tokens_reset, &from.tokens_reset),
+                (&to.requests_announced_left, &from.requests_announced_left),
+                (&to.requests_full_at, &from.requests_full_at),
+                (&to.tokens_announced_left, &from.tokens_announced_left),
+                (&to.tokens_full_at, &from.tokens_full_at),
+                (&to.sent, &from.sent),
+                (&to.throttled, &from.throttled),
+                (&to.refused, &from.refused),
+            ];
+            for (to, from) in pairs {
+                to.store(from.load(Relaxed), Relaxed);
+            }
+        }
+    }
+
     /// The next jitter factor, uniform in [0.5, 1).
     fn jitter(&self) -> f64 {
         // splitmix64: plenty for spreading retries apart.
