@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::clients::{Definition, Invalid};
+use crate::clients::{record, Definition, Invalid};
 use crate::config::{Config, ProviderKeyConfig, Route};
 use crate::quota::journal::{read_state, write_atomically};
 
@@ -223,26 +223,11 @@ fn check_fields(definition: &Definition, allowed: &[&str], what: &str) -> Result
 
 /// Reads a config of one upstream (and one route) with the config loader.
 fn parse(upstream: Definition, route: Option<Definition>) -> Result<Config, Invalid> {
-    let to_toml = |definition: Definition| {
-        let json = Value::Object(
-            definition
-                .into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
-        );
-        toml::Value::try_from(json).map_err(|err| Invalid(vec![format!("cannot be read: {err}")]))
-    };
-    let mut document = toml::Table::new();
-    let mut gateway = toml::Table::new();
-    gateway.insert("listen".into(), "127.0.0.1:1".into());
-    document.insert("gateway".into(), gateway.into());
-    document.insert("upstream".into(), vec![to_toml(upstream)?].into());
+    let mut tables = vec![("upstream", record::to_toml(upstream)?)];
     if let Some(route) = route {
-        document.insert("route".into(), vec![to_toml(route)?].into());
+        tables.push(("route", record::to_toml(route)?));
     }
-    let text = toml::to_string(&document).map_err(|err| Invalid(vec![err.to_string()]))?;
-    Config::parse(&text, Path::new("admin"), Path::new("/nonexistent"))
-        .map_err(|errors| Invalid(errors.0.into_iter().map(|p| p.message).collect()))
+    record::parse_tables(tables)
 }
 
 #[cfg(test)]

@@ -382,15 +382,7 @@ impl Clients {
                 "another client key has this secret".into(),
             ));
         }
-        let entry = KeyEntry {
-            config: &config,
-            previous: None,
-        };
-        let change = Amendment {
-            keys: &[entry],
-            ..Amendment::default()
-        };
-        let table = inner.table.amend(change, self.shards);
+        let table = self.with_key(&inner.table, &config, None);
         let mut overlay = inner.overlay.clone();
         overlay.keys.insert(
             id.to_owned(),
@@ -433,16 +425,7 @@ impl Clients {
             let digest = KeySecretHash::from_hex(&change.previous.as_ref()?.secret_sha256)?;
             Some((digest, until))
         });
-        let table = inner.table.amend(
-            Amendment {
-                keys: &[KeyEntry {
-                    config: &config,
-                    previous,
-                }],
-                ..Amendment::default()
-            },
-            self.shards,
-        );
+        let table = self.with_key(&inner.table, &config, previous);
         let mut overlay = inner.overlay.clone();
         let change = overlay.keys.entry(id.to_owned()).or_default();
         match change.created {
@@ -492,16 +475,7 @@ impl Clients {
         }
         let until = now().saturating_add(u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX));
         let previous = (!grace.is_zero()).then_some((old, until));
-        let table = inner.table.amend(
-            Amendment {
-                keys: &[KeyEntry {
-                    config: &config,
-                    previous,
-                }],
-                ..Amendment::default()
-            },
-            self.shards,
-        );
+        let table = self.with_key(&inner.table, &config, previous);
         let mut overlay = inner.overlay.clone();
         let change = overlay.keys.entry(id.to_owned()).or_default();
         change
@@ -675,6 +649,21 @@ impl Clients {
         })?;
         tracing::info!(tenant = %name, "tenant counters reset by the admin API");
         Ok(usage)
+    }
+
+    /// `table` with the key `config` added or changed, with its previous secret.
+    fn with_key(
+        &self,
+        table: &KeyTable,
+        config: &ClientKeyConfig,
+        previous: Option<(KeySecretHash, u64)>,
+    ) -> KeyTable {
+        let entry = KeyEntry { config, previous };
+        let change = Amendment {
+            keys: &[entry],
+            ..Amendment::default()
+        };
+        table.amend(change, self.shards)
     }
 
     /// Saves `overlay` (when `save`), then puts `table` in effect on every shard.

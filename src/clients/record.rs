@@ -245,24 +245,38 @@ fn parse(
     tenant: Option<Definition>,
     key: Option<Definition>,
 ) -> Result<Config, Invalid> {
-    let mut document = toml::Table::new();
-    let mut gateway = toml::Table::new();
-    gateway.insert("listen".into(), "127.0.0.1:1".into());
-    document.insert("gateway".into(), gateway.into());
-    let mut tenant_tables: Vec<toml::Value> = tenants
+    let mut tables: Vec<(&str, toml::Value)> = tenants
         .iter()
         .map(|name| {
             let mut table = toml::Table::new();
             table.insert("name".into(), (*name).into());
-            table.into()
+            ("tenant", table.into())
         })
         .collect();
     if let Some(tenant) = tenant {
-        tenant_tables.push(to_toml(tenant)?);
+        tables.push(("tenant", to_toml(tenant)?));
     }
-    document.insert("tenant".into(), tenant_tables.into());
     if let Some(key) = key {
-        document.insert("client_key".into(), vec![to_toml(key)?].into());
+        tables.push(("client_key", to_toml(key)?));
+    }
+    parse_tables(tables)
+}
+
+/// Reads a config made of a minimal `[gateway]` and `tables` (each `[[name]]` with its
+/// value) with the config loader: how the admin API checks a definition exactly as the
+/// file's would be checked. The problems come without positions, which mean nothing here.
+pub(crate) fn parse_tables(tables: Vec<(&str, toml::Value)>) -> Result<Config, Invalid> {
+    let mut document = toml::Table::new();
+    let mut gateway = toml::Table::new();
+    gateway.insert("listen".into(), "127.0.0.1:1".into());
+    document.insert("gateway".into(), gateway.into());
+    for (name, table) in tables {
+        let list = document
+            .entry(name)
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let toml::Value::Array(list) = list {
+            list.push(table);
+        }
     }
     let text = toml::to_string(&document).map_err(|err| Invalid::one(err.to_string()))?;
     Config::parse(&text, Path::new("admin"), Path::new("/nonexistent"))
@@ -271,7 +285,7 @@ fn parse(
 
 /// A JSON object as a TOML table: `null`s are dropped (TOML has none), numbers keep their
 /// kind, so a fraction where a count belongs is refused by the loader.
-fn to_toml(definition: Definition) -> Result<toml::Value, Invalid> {
+pub(crate) fn to_toml(definition: Definition) -> Result<toml::Value, Invalid> {
     let json = Value::Object(strip_nulls(definition));
     toml::Value::try_from(json).map_err(|err| Invalid::one(format!("cannot be read: {err}")))
 }
