@@ -20,6 +20,15 @@ use crate::http::{Field, Framing, Method, RequestHead};
 use crate::keys;
 use crate::shard::{Handoff, Shard};
 
+/// The read buffer a connection keeps between requests, in bytes (`read_buffer` when that is
+/// smaller): room for a typical request head and a small body in one read. A head that does
+/// not fit grows it to `read_buffer`; the exchange's end lets the larger buffer go again, so
+/// that ten thousand idle connections hold 20 MiB of buffers rather than 320.
+const IDLE_READ_BUFFER: usize = 2048;
+
+/// The least room a read of the rest of a head is given, in bytes.
+const HEAD_READ_MIN: usize = 4096;
+
 /// Serves one accepted client connection until it closes, fails, or the shard drains.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
     serve_with(stream, peer, shard, BytesMut::new()).await
@@ -80,6 +89,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
             break;
         }
         fields = head.into_fields();
+        conn.rest();
     }
 }
 
@@ -125,11 +135,12 @@ pub(super) struct ClientConn {
 
 impl ClientConn {
     fn new(stream: TcpStream, peer: SocketAddr, shard: &Rc<Shard>) -> Self {
-        let capacity = shard.limits.read_buffer;
+        // Both buffers are allocated when first needed: the first read makes `buf`, a
+        // response `out`.
         ClientConn {
             stream,
-            buf: BytesMut::with_capacity(capacity),
-            out: BytesMut::with_capacity(capacity),
+            buf: BytesMut::new(),
+            out: BytesMut::new(),
             peer_ip: peer.ip().to_string().into_boxed_str(),
             shard: Rc::clone(shard),
             response_started: false,
@@ -166,7 +177,16 @@ impl ClientConn {
             }
 
             let deadline = head_deadline.unwrap_or(idle_deadline);
-            let read = io::read_into(&mut self.stream, &mut self.buf, 4096, deadline);
+            // Between requests the read goes into the small idle buffer; the rest of a head
+            // that did not fit, into one of `read_buffer` bytes.
+            let room = match self.buf.is_empty() {
+                true => IDLE_READ_BUFFER.min(limits.read_buffer),
+                false => limits
+                    .read_buffer
+                    .saturating_sub(self.buf.len())
+                    .max(HEAD_READ_MIN),
+            };
+            let read = io::read_into(&mut self.stream, &mut self.buf, room, deadline);
             let outcome = if head_deadline.is_none() {
                 // Idle between requests: a drain may end the wait.
                 monoio::select! {
@@ -307,6 +327,16 @@ impl ClientConn {
                 "owner shard is gone; connection dropped"
             );
         }
+    }
+
+    /// Between requests: lets go of the buffers an exchange grew, so that an idle connection
+    /// holds at most its small read buffer ([`IDLE_READ_BUFFER`]). Bytes of a pipelined
+    /// request keep theirs.
+    fn rest(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_READ_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        self.out = BytesMut::new();
     }
 
     /// Answers `error` with the contract's JSON body, best effort: the client may be gone.

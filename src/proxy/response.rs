@@ -78,7 +78,10 @@ impl ClientConn {
         let keep_alive =
             request.keep_alive && self.body_done && !relay.closes_client() && !draining;
 
+        // An idle connection keeps no scratch buffer (`ClientConn::rest`): the response gets
+        // one of `read_buffer` bytes, room for its head and the body that came with it.
         self.out.clear();
+        self.out.reserve(self.shard.limits.read_buffer);
         {
             let shard = &self.shard;
             let quota = shard.quota.borrow();
