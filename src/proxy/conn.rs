@@ -330,13 +330,14 @@ impl ClientConn {
     }
 
     /// Between requests: lets go of the buffers an exchange grew, so that an idle connection
-    /// holds at most its small read buffer ([`IDLE_READ_BUFFER`]). Bytes of a pipelined
-    /// request keep theirs.
+    /// holds at most its small read buffer ([`IDLE_READ_BUFFER`]): the response buffer goes
+    /// back to the shard's pool. Bytes of a pipelined request keep their buffer.
     fn rest(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > IDLE_READ_BUFFER {
             self.buf = BytesMut::new();
         }
-        self.out = BytesMut::new();
+        let out = std::mem::take(&mut self.out);
+        self.shard.out_buffers.give(out);
     }
 
     /// Answers `error` with the contract's JSON body, best effort: the client may be gone.

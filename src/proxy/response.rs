@@ -78,10 +78,13 @@ impl ClientConn {
         let keep_alive =
             request.keep_alive && self.body_done && !relay.closes_client() && !draining;
 
-        // An idle connection keeps no scratch buffer (`ClientConn::rest`): the response gets
-        // one of `read_buffer` bytes, room for its head and the body that came with it.
+        // An idle connection keeps no response buffer (`ClientConn::rest`): the response takes
+        // one of `read_buffer` bytes from the shard's pool, room for its head and the body
+        // that came with it.
+        if self.out.capacity() < self.shard.out_buffers.size() {
+            self.out = self.shard.out_buffers.take();
+        }
         self.out.clear();
-        self.out.reserve(self.shard.limits.read_buffer);
         {
             let shard = &self.shard;
             let quota = shard.quota.borrow();
