@@ -16,11 +16,12 @@
 #        held    SETTLE s after `loadtest idle` has opened CONNECTIONS connections, sent one
 #                chat completion on each (with key i modulo KEYS) and read its response, and
 #                again at the end of the HOLD s hold (the row shows the larger RSS)
-#        after   once `loadtest idle` has closed them all and keygate's descriptors are back
-#                down (at most 10 s later)
+#        after   once `loadtest idle` has closed them all and keygate's descriptors are
+#                down by CONNECTIONS (at most 10 s later), and a second more
 #      and the kernel's TCP buffer memory (/proc/net/sockstat, all sockets on the machine, the
 #      load generator's included), which is not in anyone's RSS.
-#   4. Prints a table and whether VmHWM while held stays within LIMIT_MB.
+#   4. Prints a table and whether VmHWM (the peak over the whole run, read at the end) stays
+#      within LIMIT_MB.
 #   Everything it started is stopped by PID on exit, and its temp dir removed (KEEP=DIR keeps
 #   the configs and logs).
 #
@@ -193,9 +194,11 @@ reading held
 sleep "$((HOLD > SETTLE + 2 ? HOLD - SETTLE - 2 : 0))"
 reading held-late
 wait "$idle" || { echo "loadtest idle failed:" >&2; cat "$tmp/idle.log" >&2; exit 1; }
-base_fds=$(echo "${rows[0]}" | awk '{ print $4 }')
+# The held connections are gone once keygate's descriptors are down by CONNECTIONS (pooled
+# upstream connections may stay).
+held_fds=$(echo "${rows[1]}" | awk '{ print $4 }')
 for _ in $(seq 100); do
-    [ "$(descriptors "$kg")" -le "$((base_fds + 100))" ] && break
+    [ "$(descriptors "$kg")" -le "$((held_fds - CONNECTIONS + 10))" ] && break
     sleep 0.1
 done
 sleep 1
@@ -230,8 +233,9 @@ print()
 print(f"per idle connection: {grown / summary['held'] * 1024:,.0f} bytes of keygate's RSS "
       f"({grown / 1024:.1f} MiB over {summary['held']:,} held connections)"
       if summary["held"] else "no connection was held")
-# MB as 10^6 bytes: the stricter reading of the target.
-peak = rows["held"][1] * 1024
+# VmHWM after the close: the peak over the whole run. MB as 10^6 bytes: the stricter reading
+# of the target.
+peak = rows["after"][1] * 1024
 verdict = "holds" if peak <= limit_mb * 1e6 and summary["held"] == connections else "does not hold"
 print(f"target: {connections:,} idle connections in at most {limit_mb} MB: VmHWM "
       f"{peak / 2**20:.1f} MiB ({peak / 1e6:.1f} MB) with {summary['held']:,} held: {verdict}")
