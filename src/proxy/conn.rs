@@ -23,7 +23,8 @@ use crate::shard::{Handoff, Shard};
 /// The read buffer a connection keeps between requests, in bytes (`read_buffer` when that is
 /// smaller): room for a typical request head and a small body in one read. A head that does
 /// not fit grows it to `read_buffer`; the exchange's end lets the larger buffer go again, so
-/// that ten thousand idle connections hold 20 MiB of buffers rather than 320.
+/// that ten thousand idle connections hold about 20 MB of buffers rather than 330 MB (two
+/// buffers of `read_buffer` each).
 const IDLE_READ_BUFFER: usize = 2048;
 
 /// The least room a read of the rest of a head is given, in bytes.
