@@ -84,6 +84,66 @@ fn content_length_bodies_arrive_intact() {
 }
 
 #[test]
+fn requests_larger_than_an_idle_connections_first_read_arrive_intact() {
+    // Between requests a connection reads into a small buffer (2 KiB); each request here
+    // outgrows it in a different way, on one keep-alive connection.
+    let (echo, gateway) = echo_gateway("", "");
+    let mut client = Client::connect(gateway.addr());
+    let body = |len: usize| -> Vec<u8> { (0..len).map(|i| b'a' + (i % 26) as u8).collect() };
+    let pad = "p".repeat(6000);
+
+    client.send(b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.read_response(false).body_text(), "echo /small");
+
+    // A 6 KB head and a 10 KB body in one write.
+    let large = body(10_000);
+    let head = format!(
+        "POST /large-head HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\nContent-Length: {}\r\n\r\n",
+        large.len()
+    );
+    client.send(&[head.as_bytes(), &large].concat());
+    assert_eq!(client.read_response(false).body_text(), "echo /large-head");
+
+    // A 3 KB head whose first part ends inside the idle buffer, then the rest and its body.
+    let medium = body(3000);
+    let head = format!(
+        "POST /split-head HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\nContent-Length: {}\r\n\r\n",
+        &pad[..3000],
+        medium.len()
+    );
+    let (first, rest) = head.as_bytes().split_at(1500);
+    client.send(first);
+    client.send(&[rest, &medium].concat());
+    assert_eq!(client.read_response(false).body_text(), "echo /split-head");
+
+    // A small request pipelined with a 5 KB one.
+    let five = body(5000);
+    let pipelined = format!(
+        "POST /pipelined-small HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+         POST /pipelined-large HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        five.len()
+    );
+    client.send(&[pipelined.as_bytes(), &five].concat());
+    assert_eq!(
+        client.read_response(false).body_text(),
+        "echo /pipelined-small"
+    );
+    assert_eq!(
+        client.read_response(false).body_text(),
+        "echo /pipelined-large"
+    );
+
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[1].values("x-pad"), [pad.as_str()]);
+    assert!(seen[1].body == large, "the 10 KB body was altered");
+    assert_eq!(seen[2].values("x-pad"), [&pad[..3000]]);
+    assert!(seen[2].body == medium, "the 3 KB body was altered");
+    assert_eq!(seen[3].body, b"abc");
+    assert!(seen[4].body == five, "the pipelined 5 KB body was altered");
+}
+
+#[test]
 fn chunked_request_body_is_reframed_without_extensions_or_trailers() {
     let (echo, gateway) = echo_gateway("", "");
     let mut client = Client::connect(gateway.addr());

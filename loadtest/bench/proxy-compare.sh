@@ -24,6 +24,8 @@
 #      keygate+key, nginx, mock, keygate, ...), for ROUNDS rounds, on two requests:
 #        chat:   POST /v1/chat/completions with a small JSON body
 #        models: GET /v1/models
+#        chat8k: (only when named in REQUESTS) the chat request with an 8 KB message, larger
+#                than what an idle keygate connection reads at once
 #      Every target receives the same bytes, including `Authorization: Bearer <the client
 #      key>`: keygate+key checks and strips it, keygate without keys and nginx pass it on.
 #      nginx also sets X-Forwarded-For and X-Forwarded-Host, which keygate always adds.
@@ -51,7 +53,7 @@
 #   THREADS=1         wrk -t
 #   WORKERS=1         keygate shards and nginx worker_processes; a list ("1 2") compares them
 #   VARIANTS="plain key"   keygate without client keys, and with one
-#   REQUESTS="chat models" which requests to run
+#   REQUESTS="chat models" which requests to run (also: chat8k)
 #   BUILD=1           cargo build --release --workspace first
 #   KEEP=DIR          keep the configs, logs and raw wrk outputs in DIR
 #   COMPARE="NAME=PATH ..."  other keygate binaries (an earlier build, say) run as further
@@ -273,6 +275,15 @@ wrk.headers["Authorization"] = "Bearer $client_key"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
 $report_lua
 EOF
+cat >"$tmp/chat8k.lua" <<EOF
+wrk.method = "POST"
+wrk.path = "/v1/chat/completions"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $client_key"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' ..
+    string.rep("word ", 1600) .. '"}],"max_tokens":16}'
+$report_lua
+EOF
 cat >"$tmp/models.lua" <<EOF
 wrk.method = "GET"
 wrk.path = "/v1/models"
@@ -280,7 +291,7 @@ wrk.headers["Authorization"] = "Bearer $client_key"
 $report_lua
 EOF
 for request in $REQUESTS; do
-    [ -f "$tmp/$request.lua" ] || { echo "unknown request $request (chat, models)" >&2; exit 2; }
+    [ -f "$tmp/$request.lua" ] || { echo "unknown request $request (chat, chat8k, models)" >&2; exit 2; }
 done
 
 

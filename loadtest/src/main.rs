@@ -1,15 +1,19 @@
 //! `loadtest`: keygate's benchmark tools, one subcommand each.
 //!
 //! - `mock` (module [`mock`]): a mock AI provider to put behind the gateway.
-//! - `run` (module [`run`]): a closed-loop load generator with client keys.
+//! - `run` (module [`run`]): a load generator, closed or open loop, with client keys.
+//! - `idle` (module [`idle`]): opens many keep-alive connections and holds them idle.
 //!
-//! Both run a monoio runtime per thread, built by [`runtime`].
+//! Each runs a monoio runtime per thread, built by [`runtime`], and raises its own open-files
+//! limit ([`files`]).
 
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod files;
+mod idle;
 mod mock;
 mod run;
 mod runtime;
@@ -30,8 +34,10 @@ struct Cli {
 enum Command {
     /// Runs a mock AI provider (OpenAI wire format) with scriptable latency and errors.
     Mock(mock::MockArgs),
-    /// Sends closed-loop HTTP/1.1 load to a target and reports throughput and latency.
+    /// Sends HTTP/1.1 load (closed or open loop) to a target and reports throughput and latency.
     Run(Box<run::RunArgs>),
+    /// Opens many keep-alive connections, one request each, and holds them idle.
+    Idle(Box<idle::IdleArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,7 +52,11 @@ fn main() -> anyhow::Result<()> {
         .init();
 
     match cli.command {
-        Command::Mock(args) => mock::run(&args),
+        Command::Mock(args) => {
+            files::raise();
+            mock::run(&args)
+        }
+        Command::Idle(args) => idle::run(&args),
         Command::Run(args) => run::run(&args),
     }
 }

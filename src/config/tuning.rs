@@ -34,7 +34,9 @@ pub struct Tuning {
     pub single_issuer: bool,
     /// `listen(2)` backlog of each listening socket, in connections. Default 4096.
     pub listen_backlog: u32,
-    /// Read buffer per client connection, in bytes. Default 16384, range 1024..=1048576.
+    /// Read buffer of a client connection while it reads a request, and the buffer a
+    /// response is written from, in bytes; between requests a connection keeps only 2 KiB.
+    /// Default 16384, range 1024..=1048576.
     pub read_buffer: usize,
     /// Soft `RLIMIT_NOFILE` to raise to at startup, in file descriptors; capped at the hard
     /// limit. Default 1048576.

@@ -8,6 +8,7 @@
 
 mod admit;
 mod budget;
+mod buffers;
 mod conn;
 mod deadline;
 mod error;
@@ -20,6 +21,7 @@ mod route;
 mod trace;
 mod upstream;
 
+pub use buffers::BufferPool;
 pub use conn::{serve, serve_with};
 pub(crate) use deadline::clear as clear_deadlines;
 pub use error::{write_error_response, Error, Side};

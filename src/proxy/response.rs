@@ -78,6 +78,12 @@ impl ClientConn {
         let keep_alive =
             request.keep_alive && self.body_done && !relay.closes_client() && !draining;
 
+        // An idle connection keeps no response buffer (`ClientConn::rest`): the response takes
+        // one of `read_buffer` bytes from the shard's pool, room for its head and the body
+        // that came with it.
+        if self.out.capacity() < self.shard.out_buffers.size() {
+            self.out = self.shard.out_buffers.take();
+        }
         self.out.clear();
         {
             let shard = &self.shard;

@@ -26,7 +26,7 @@ use crate::accesslog::{RequestIds, ShardLog};
 use crate::config::Config;
 use crate::keys::{owner_of, KeyTable};
 use crate::metrics::{PoolGauge, ShardMetrics, Slots};
-use crate::proxy::{self, Router};
+use crate::proxy::{self, BufferPool, Router};
 use crate::quota::journal::{Restored, WriterHandle};
 use crate::quota::{Clock, QuotaBook};
 use crate::upstream::{KeyPool, Upstream};
@@ -134,6 +134,8 @@ pub struct Shard {
     pub request_ids: RequestIds,
     /// Request counts and durations, handed to the admin listener once a second.
     pub metrics: ShardMetrics,
+    /// Spare buffers of `read_buffer` bytes that responses are written from.
+    pub out_buffers: BufferPool,
 }
 
 /// How often a shard hands its metrics over.
@@ -186,6 +188,7 @@ impl Shard {
             access: access.map(RefCell::new),
             request_ids: RequestIds::new(u16::try_from(id).unwrap_or(u16::MAX), shared.started),
             metrics,
+            out_buffers: BufferPool::new(config.tuning.read_buffer),
         }
     }
 

@@ -21,12 +21,12 @@
 //! loop counts them, which is what a client sending at its own pace would see.
 
 mod conn;
-mod keys;
+pub(crate) mod keys;
 mod mix;
-mod request;
-mod response;
+pub(crate) mod request;
+pub(crate) mod response;
 mod schedule;
-mod stats;
+pub(crate) mod stats;
 mod summary;
 mod worker;
 
@@ -208,6 +208,7 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
     if args.connections < threads as u64 {
         bail!("--connections must be at least --threads");
     }
+    crate::files::ensure(args.connections)?;
     if args.timeout.is_zero() || args.duration.is_some_and(|duration| duration.is_zero()) {
         bail!("--timeout and --duration must be longer than 0");
     }
@@ -367,7 +368,7 @@ fn share(total: u64, parts: usize, index: usize) -> u64 {
 }
 
 /// The first address `target` (host:port) resolves to.
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     target
         .to_socket_addrs()
         .with_context(|| format!("--target {target:?} is not host:port"))?
@@ -386,7 +387,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 /// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (seconds without one).
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());

@@ -52,6 +52,18 @@ impl Failures {
         self.connect + self.io + self.timeout + self.closed + self.malformed
     }
 
+    /// Counts `count` failures of kind `failure`.
+    pub fn count(&mut self, failure: Failure, count: u64) {
+        let counter = match failure {
+            Failure::Connect => &mut self.connect,
+            Failure::Io => &mut self.io,
+            Failure::Timeout => &mut self.timeout,
+            Failure::Closed => &mut self.closed,
+            Failure::Malformed => &mut self.malformed,
+        };
+        *counter += count;
+    }
+
     fn add(&mut self, other: &Failures) {
         self.connect += other.connect;
         self.io += other.io;
@@ -131,14 +143,7 @@ impl Stats {
 
     /// Records `count` requests that failed for `failure`.
     pub fn failure(&mut self, failure: Failure, count: u64) {
-        let counter = match failure {
-            Failure::Connect => &mut self.failures.connect,
-            Failure::Io => &mut self.failures.io,
-            Failure::Timeout => &mut self.failures.timeout,
-            Failure::Closed => &mut self.failures.closed,
-            Failure::Malformed => &mut self.failures.malformed,
-        };
-        *counter += count;
+        self.failures.count(failure, count);
     }
 
     /// Responses recorded.

@@ -1,0 +1,365 @@
+//! `loadtest idle`: opens `--connections` keep-alive connections to a target, sends one request
+//! on each and reads its response, holds them all idle for `--hold`, then closes them. It
+//! exists so that a script can read what idle connections cost the server (its memory, say)
+//! while they are held; what it reports itself is what became of the connections.
+//!
+//! - `conn`: opening one connection with its exchange, and watching it while it idles.
+//!
+//! Everything runs on one monoio runtime on the calling thread: idle connections cost a client
+//! no CPU. `--concurrency` openers take connections in turn, so that no more than that many
+//! connects wait in the server's accept queue at once. The hold starts once every connection
+//! has been answered or has failed; on stderr a log line `holding` marks it, and another,
+//! `hold over`, its end. It ends early when no connection is left open.
+
+mod conn;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::net::TcpStream as StdTcpStream;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use monoio::net::TcpStream;
+use monoio::task::JoinHandle;
+use serde::Serialize;
+use tracing::info;
+
+use crate::run::keys::KeySet;
+use crate::run::request::{Header, Method, RequestTemplate, DEFAULT_BODY};
+use crate::run::stats::Failures;
+use crate::run::{parse_duration, resolve};
+use conn::{Bell, Opened, Opener, Plan};
+
+/// Options of `loadtest idle`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    /// Address to connect to, host:port; also the `Host` sent.
+    #[arg(long)]
+    pub target: String,
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub connections: u64,
+    /// How long to hold them idle once all are open (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Connections being opened (connect and first exchange) at once.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub concurrency: u64,
+    /// Request target path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    pub path: String,
+    /// Request method.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Method::Post)]
+    pub method: Method,
+    /// Request body, read from a file.
+    #[arg(long, conflicts_with = "body")]
+    pub body_file: Option<PathBuf>,
+    /// Request body [default for POST: a small OpenAI chat completion request].
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "HEADER", value_parser = Header::parse)]
+    pub headers: Vec<Header>,
+    /// Client keys, one per line, sent as "Authorization: Bearer KEY"; connection i sends
+    /// key i modulo their number.
+    #[arg(long, conflicts_with = "keys")]
+    pub keys_file: Option<PathBuf>,
+    /// How numbered keys start.
+    #[arg(long, default_value = "kg-bench-", requires = "keys")]
+    pub keys_prefix: String,
+    /// Number of keys PREFIX0 .. PREFIX{N-1}; connection i sends key i modulo N.
+    #[arg(long, value_name = "N")]
+    pub keys: Option<u64>,
+    /// How long a connect, and then its response, may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Opens the connections, holds them, closes them and prints what became of them.
+pub fn run(args: &IdleArgs) -> anyhow::Result<()> {
+    crate::files::ensure(args.connections)?;
+    if args.timeout.is_zero() {
+        anyhow::bail!("--timeout must be longer than 0");
+    }
+    let addr = resolve(&args.target)?;
+    // A wrong address fails here, once, rather than as a connect error per connection.
+    StdTcpStream::connect_timeout(&addr, args.timeout)
+        .with_context(|| format!("cannot connect to {}", args.target))?;
+
+    let keys = match (&args.keys_file, args.keys) {
+        (Some(path), _) => Some(KeySet::from_file(path)?),
+        (None, Some(count)) => Some(KeySet::numbered(&args.keys_prefix, count)?),
+        (None, None) => None,
+    };
+    let key_count = keys.as_ref().map_or(1, KeySet::len);
+    let body = match (&args.body_file, &args.body, args.method) {
+        (Some(path), _, _) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        (None, Some(body), _) => Some(body.clone().into_bytes()),
+        (None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
+        (None, None, Method::Get) => None,
+    };
+    let template = RequestTemplate::new(
+        args.method,
+        &args.path,
+        &args.target,
+        &args.headers,
+        body.as_deref(),
+        keys,
+    )?;
+    let plan = Plan {
+        addr,
+        template,
+        timeout: args.timeout,
+    };
+
+    let connections = args.connections;
+    let openers = args.concurrency.min(connections);
+    let tally = crate::runtime::block_on(|driver| {
+        info!(driver, connections, openers, "opening");
+        hold(plan, connections, key_count, openers, args.hold)
+    })?;
+
+    let summary = Summary::new(args, tally);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &summary)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{summary}")?;
+    }
+    Ok(())
+}
+
+/// What became of the connections, counted as they go.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Responses by status.
+    status: BTreeMap<u16, u64>,
+    /// Connections that got no response.
+    failures: Failures,
+    /// Connections the server closed after answering, before the hold ended.
+    closed: u64,
+    /// Connections open now.
+    open: u64,
+    /// Whether the hold has started.
+    holding: bool,
+    /// From the first connect until every connection was answered or failed.
+    open_time: Duration,
+    /// From the start of the hold to its end.
+    hold_time: Duration,
+    /// Connections open when the hold ended.
+    held: u64,
+}
+
+/// What the tasks of a run share, on its one thread.
+struct Run {
+    plan: Plan,
+    /// Connections to open, and the number of the next one.
+    connections: u64,
+    next: Cell<u64>,
+    /// Keys to draw from: connection i sends key i % `key_count`.
+    key_count: u64,
+    tally: RefCell<Tally>,
+    /// Rung when the hold is over.
+    over: Bell,
+    /// Rung when, during the hold, the last open connection closed.
+    emptied: Bell,
+    watchers: RefCell<Vec<JoinHandle<()>>>,
+}
+
+/// Opens the connections with `openers` openers; holds them for `hold`, or until none is left
+/// open; then closes them.
+async fn hold(plan: Plan, connections: u64, key_count: u64, openers: u64, hold: Duration) -> Tally {
+    let run = Rc::new(Run {
+        plan,
+        connections,
+        next: Cell::new(0),
+        key_count,
+        tally: RefCell::new(Tally::default()),
+        over: Bell::default(),
+        emptied: Bell::default(),
+        watchers: RefCell::new(Vec::new()),
+    });
+    let started = Instant::now();
+    let openers: Vec<_> = (0..openers)
+        .map(|_| monoio::spawn(open_in_turn(Rc::clone(&run))))
+        .collect();
+    for opener in openers {
+        opener.await;
+    }
+
+    let hold_start = Instant::now();
+    let open = {
+        let mut tally = run.tally.borrow_mut();
+        tally.holding = true;
+        tally.open_time = hold_start - started;
+        tally.open
+    };
+    info!(connections = open, hold_s = hold.as_secs_f64(), "holding");
+    if open > 0 {
+        monoio::select! {
+            _ = monoio::time::sleep_until((hold_start + hold).into()) => {}
+            _ = run.emptied.wait() => {}
+        }
+    }
+
+    let held = {
+        let mut tally = run.tally.borrow_mut();
+        tally.hold_time = hold_start.elapsed();
+        tally.held = tally.open;
+        tally.held
+    };
+    info!(held, "hold over; closing the connections");
+    run.over.ring();
+    let watchers = run.watchers.take();
+    for watcher in watchers {
+        watcher.await;
+    }
+    run.tally.take()
+}
+
+/// One opener: takes the next connection to open until none is left, and hands each one kept
+/// alive to a watcher task.
+async fn open_in_turn(run: Rc<Run>) {
+    let mut opener = Opener::new();
+    loop {
+        let id = run.next.get();
+        if id == run.connections {
+            return;
+        }
+        run.next.set(id + 1);
+
+        let opened = opener.open(&run.plan, id % run.key_count).await;
+        let mut tally = run.tally.borrow_mut();
+        match opened {
+            Opened::KeptAlive(stream, status) => {
+                *tally.status.entry(status).or_default() += 1;
+                tally.open += 1;
+                let watcher = monoio::spawn(watch(Rc::clone(&run), stream));
+                run.watchers.borrow_mut().push(watcher);
+            }
+            Opened::Closed(status) => {
+                *tally.status.entry(status).or_default() += 1;
+                tally.closed += 1;
+            }
+            Opened::Failed(failure) => tally.failures.count(failure, 1),
+        }
+    }
+}
+
+/// Holds one connection until the hold is over, counting it if the server ends it first.
+async fn watch(run: Rc<Run>, stream: TcpStream) {
+    if !conn::watch(stream, &run.over).await {
+        return;
+    }
+    let mut tally = run.tally.borrow_mut();
+    tally.open -= 1;
+    tally.closed += 1;
+    if tally.holding && tally.open == 0 {
+        run.emptied.ring();
+    }
+}
+
+/// The result of a run, as printed.
+#[derive(Debug, Serialize)]
+struct Summary {
+    target: String,
+    method: &'static str,
+    path: String,
+    /// Connections asked for.
+    connections: u64,
+    /// From the first connect until every connection was answered or failed, in seconds.
+    open_s: f64,
+    /// Responses by status, as strings.
+    status: BTreeMap<String, u64>,
+    /// Connections that got no response.
+    errors: Errors,
+    /// Connections the server closed after answering, before the hold ended.
+    closed: u64,
+    /// Connections still open when the hold ended.
+    held: u64,
+    /// How long the hold lasted, in seconds.
+    hold_s: f64,
+}
+
+/// Failures with their total.
+#[derive(Debug, Serialize)]
+struct Errors {
+    total: u64,
+    #[serde(flatten)]
+    kinds: Failures,
+}
+
+impl Summary {
+    fn new(args: &IdleArgs, tally: Tally) -> Summary {
+        Summary {
+            target: args.target.clone(),
+            method: args.method.as_str(),
+            path: args.path.clone(),
+            connections: args.connections,
+            open_s: tally.open_time.as_secs_f64(),
+            status: tally
+                .status
+                .iter()
+                .map(|(status, count)| (status.to_string(), *count))
+                .collect(),
+            errors: Errors {
+                total: tally.failures.total(),
+                kinds: tally.failures,
+            },
+            closed: tally.closed,
+            held: tally.held,
+            hold_s: tally.hold_time.as_secs_f64(),
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "target      {} {}{}",
+            self.method, self.target, self.path
+        )?;
+        writeln!(
+            f,
+            "opened      {} connections, one request each, in {:.3} s",
+            self.connections, self.open_s
+        )?;
+        write!(f, "status      ")?;
+        if self.status.is_empty() {
+            write!(f, "none")?;
+        }
+        for (index, (status, count)) in self.status.iter().enumerate() {
+            let gap = if index == 0 { "" } else { "  " };
+            write!(f, "{gap}{status}: {count}")?;
+        }
+        writeln!(f)?;
+        let kinds = &self.errors.kinds;
+        writeln!(
+            f,
+            "errors      {} (connect {}, io {}, timeout {}, closed {}, malformed {})",
+            self.errors.total,
+            kinds.connect,
+            kinds.io,
+            kinds.timeout,
+            kinds.closed,
+            kinds.malformed
+        )?;
+        writeln!(
+            f,
+            "closed      {} by the server after answering",
+            self.closed
+        )?;
+        writeln!(f, "held        {} for {:.3} s", self.held, self.hold_s)
+    }
+}
