@@ -246,7 +246,8 @@ mod tests {
 
     fn config() -> Config {
         let text = "[gateway]\nlisten = \"127.0.0.1:0\"\n\
-            [[upstream]]\nname = \"oa\"\nprovider = \"openai\"\nendpoints = [\"http://127.0.0.1:9\"]\n\
+            [[upstream]]\nname = \"oa\"\nprovider = \"openai\"\n\
+            endpoints = [\"http://127.0.0.1:9\"]\n\
             [[upstream.key]]\nid = \"k1\"\nsecret = \"sk-1\"\n\
             [[route]]\npath_prefix = \"/v1/\"\nupstream = \"oa\"\n\
             [[route]]\npath_prefix = \"/v1/\"\nhost = \"api.example.com\"\nupstream = \"oa\"\n";

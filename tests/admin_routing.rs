@@ -15,8 +15,9 @@ const ENV: &[(&str, &str)] = &[("KEYGATE_TEST_ADMIN_TOKEN", TOKEN)];
 /// key `a` = `sk-a`).
 fn config(echo: SocketAddr, more_routes: &str) -> String {
     format!(
-        "{}[[upstream]]\nname = \"echo\"\nprovider = \"openai\"\nendpoints = [\"http://{echo}\"]\n\
-         strategy = \"round_robin\"\n\n[[upstream.key]]\nid = \"a\"\nsecret = \"sk-a\"\n\n{}{}{more_routes}",
+        "{}[[upstream]]\nname = \"echo\"\nprovider = \"openai\"\n\
+         endpoints = [\"http://{echo}\"]\nstrategy = \"round_robin\"\n\n\
+         [[upstream.key]]\nid = \"a\"\nsecret = \"sk-a\"\n\n{}{}{more_routes}",
         gateway_section(
             2,
             "admin_listen = \"127.0.0.1:0\"\nadmin_token_env = \"KEYGATE_TEST_ADMIN_TOKEN\"\n"

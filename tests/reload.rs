@@ -284,7 +284,10 @@ fn a_reload_without_client_keys_keeps_the_gateway_closed() {
 fn a_reload_that_moves_a_key_to_another_tenant_is_refused() {
     let echo = Echo::start("up");
     let tenants = "[[tenant]]\nname = \"t1\"\n\n[[tenant]]\nname = \"t2\"\n\n";
-    let in_t1 = format!("{tenants}[[client_key]]\nid = \"a\"\ntenant = \"t1\"\nsecret = \"kg-reload-a\"\nquota = {{ per_day = 2 }}\n\n");
+    let in_t1 = format!(
+        "{tenants}[[client_key]]\nid = \"a\"\ntenant = \"t1\"\nsecret = \"kg-reload-a\"\n\
+         quota = {{ per_day = 2 }}\n\n"
+    );
     let gateway = Gateway::start_with_env(&config(echo.addr(), "", &["/v1/"], &in_t1), ENV);
     assert_eq!(get(&gateway, "/v1/x", "kg-reload-a").status, 200);
     assert_eq!(get(&gateway, "/v1/x", "kg-reload-a").status, 200);

@@ -11,7 +11,10 @@ use super::AdminState;
 use crate::accesslog::format_timestamp;
 use crate::clients::{ClientsError, Definition, KeyUsage, KeyView};
 use crate::config::{parse_duration, Limits};
-use crate::quota::{Clock, Counters, SECOND};
+use crate::quota::{Clock, Counters, Window, SECOND};
+
+/// What an answer holding a new secret says of it.
+const SHOWN_ONCE: &str = "the secret is shown this once; keygate keeps only its SHA-256";
 
 /// Keys listed per page unless `limit` says otherwise, and the most a page holds.
 const PAGE: usize = 1000;
@@ -35,18 +38,25 @@ pub(super) fn keys(
             let (page, total) = clients.keys(offset, limit);
             let keys: Vec<Value> = page.iter().map(|(id, view)| key_json(id, view)).collect();
             let next = (offset + keys.len() < total).then_some(offset + keys.len());
-            Ok(Answer::json(200, &json!({"keys": keys, "total": total, "next_offset": next})))
+            Ok(Answer::json(
+                200,
+                &json!({"keys": keys, "total": total, "next_offset": next}),
+            ))
         }
         ([], b"POST") => object(body).and_then(|mut definition| {
             let Some(Value::String(id)) = definition.remove("id") else {
-                return Ok(Answer::error(400, "bad_request", "send the new key's \"id\""));
+                return Ok(Answer::error(
+                    400,
+                    "bad_request",
+                    "send the new key's \"id\"",
+                ));
             };
             let (secret, view) = clients.create_key(&id, definition)?;
             tracing::info!(key_id = %id, "client key created by the admin API");
             let mut answer = key_json(&id, &view);
             if let Some(secret) = secret {
                 answer["secret"] = secret.into();
-                answer["note"] = "the secret is shown this once; keygate keeps only its SHA-256".into();
+                answer["note"] = SHOWN_ONCE.into();
             }
             Ok(Answer::json(201, &answer))
         }),
@@ -67,17 +77,25 @@ pub(super) fn keys(
                 None => Duration::ZERO,
                 Some(Value::String(text)) => match parse_duration(text) {
                     Ok(grace) => grace,
-                    Err(err) => return Ok(Answer::error(400, "bad_request", &format!("grace: {err}"))),
+                    Err(err) => {
+                        let message = format!("grace: {err}");
+                        return Ok(Answer::error(400, "bad_request", &message));
+                    }
                 },
                 Some(_) => {
-                    return Ok(Answer::error(400, "bad_request", "grace is a duration like \"1h\""))
+                    return Ok(Answer::error(
+                        400,
+                        "bad_request",
+                        "grace is a duration like \"1h\"",
+                    ))
                 }
             };
             let (secret, view) = clients.rotate_key(id, grace)?;
-            tracing::info!(key_id = %id, grace_s = grace.as_secs(), "client key rotated by the admin API");
+            let grace_s = grace.as_secs();
+            tracing::info!(key_id = %id, grace_s, "client key rotated by the admin API");
             let mut answer = key_json(id, &view);
             answer["secret"] = secret.into();
-            answer["note"] = "the secret is shown this once; keygate keeps only its SHA-256".into();
+            answer["note"] = SHOWN_ONCE.into();
             Ok(Answer::json(200, &answer))
         }),
         ([id, "reset"], b"POST") => clients
@@ -278,7 +296,7 @@ fn budgets_json(counters: &Counters, limits: &Limits, now: u64) -> Value {
             "name": "tokens_day",
             "limit": per_day,
             "remaining": per_day.saturating_sub(used),
-            "reset_ms": crate::quota::Window::Day.bounds(now).1.saturating_sub(now) / (SECOND / 1000),
+            "reset_ms": Window::Day.bounds(now).1.saturating_sub(now) / (SECOND / 1000),
         }));
     }
     json!({
