@@ -72,42 +72,14 @@ fi
 
 tmp=$(mktemp -d /tmp/idle-connections.XXXXXX)
 pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp -r "$tmp"/. "$KEEP"/; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # shellcheck source=lib.sh
 . "$repo/loadtest/bench/lib.sh"
+trap stop_all EXIT
+trap 'exit 130' INT TERM
 
 # --- client keys and servers -------------------------------------------------------------
 
-echo "making $KEYS client keys with keygate key new" >&2
-: >"$tmp/keys.txt"
-: >"$tmp/keys.toml"
-for i in $(seq 0 $((KEYS - 1))); do
-    mapfile -t made < <("$keygate" key new)
-    echo "${made[0]}" >>"$tmp/keys.txt"
-    cat >>"$tmp/keys.toml" <<EOF
-
-[[client_key]]
-id = "bench-$i"
-${made[1]}
-rate = "1000000/s"
-burst = 100000
-quota = { per_hour = 1000000000, per_day = 1000000000 }
-EOF
-done
-first_key=$(head -1 "$tmp/keys.txt")
+make_client_keys "$KEYS"
 
 mock_port=$(free_port)
 "$bin/loadtest" mock --listen "127.0.0.1:$mock_port" --workers 1 2>"$tmp/mock.log" &

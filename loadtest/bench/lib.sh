@@ -89,3 +89,44 @@ wait_quiet() {
         waited=$((waited + 6))
     done
 }
+
+# Stops every PID in the array `pids` (TERM, then KILL after 5 s), copies the temporary
+# directory `tmp` to KEEP when set, and removes it. For `trap stop_all EXIT`.
+stop_all() {
+    local pid
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP" && cp -r "$tmp"/. "$KEEP"/
+        echo "configs, logs and outputs kept in $KEEP" >&2
+    fi
+    rm -rf "$tmp"
+}
+
+# make_client_keys COUNT: COUNT keys from `keygate key new` ($bin), their secrets one a line
+# in $tmp/keys.txt and their `[[client_key]]` tables (limits that never refuse, so the
+# checks run but the traffic passes) in $tmp/keys.toml; sets `first_key`.
+make_client_keys() {
+    local count=$1 i
+    echo "making $count client keys with keygate key new" >&2
+    : >"$tmp/keys.txt"
+    : >"$tmp/keys.toml"
+    for i in $(seq 0 $((count - 1))); do
+        mapfile -t made < <("$bin/keygate" key new)
+        echo "${made[0]}" >>"$tmp/keys.txt"
+        cat >>"$tmp/keys.toml" <<KEY
+
+[[client_key]]
+id = "bench-$i"
+${made[1]}
+rate = "1000000/s"
+burst = 100000
+quota = { per_hour = 1000000000, per_day = 1000000000 }
+KEY
+    done
+    first_key=$(head -1 "$tmp/keys.txt")
+}

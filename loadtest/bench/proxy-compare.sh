@@ -103,31 +103,10 @@ fi
 tmp=$(mktemp -d /tmp/proxy-compare.XXXXXX)
 pids=()
 
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "$KEEP" ]; then
-        mkdir -p "$KEEP"
-        cp -r "$tmp"/. "$KEEP"/
-        echo "configs, logs and wrk outputs kept in $KEEP" >&2
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # shellcheck source=lib.sh
 . "$repo/loadtest/bench/lib.sh"
+trap stop_all EXIT
+trap 'exit 130' INT TERM
 
 
 # --- the servers -------------------------------------------------------------------------
