@@ -685,7 +685,10 @@ impl Clients {
         let table = Arc::new(table);
         // The journal must name the new positions before any shard can count them.
         self.journal.names(Arc::clone(&table));
-        inner.table = Arc::clone(&table);
+        // The table being replaced is let go here, once every shard has switched, rather
+        // than by the shard that happens to drop it last: freeing a table of a million keys
+        // takes long enough to delay that shard's requests.
+        let previous = std::mem::replace(&mut inner.table, Arc::clone(&table));
         inner.overlay = overlay;
         let (done, acks) = std_mpsc::channel();
         let mut sent = Vec::with_capacity(self.controls.len());
@@ -704,6 +707,7 @@ impl Clients {
                 return Err(ClientsError::ShardLate(shard));
             }
         }
+        drop(previous);
         Ok(())
     }
 
