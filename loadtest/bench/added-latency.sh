@@ -93,38 +93,9 @@ pid_of[mock]=$!
 url[mock]=127.0.0.1:$mock_port
 wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models" "$first_key"
 
-port=$(free_port)
-mkdir -p "$tmp/keygate/state"
-cat >"$tmp/keygate/keygate.toml" <<EOF
-[gateway]
-listen = "127.0.0.1:$port"
-workers = $WORKERS
-tuning = "$repo/tuning/local.toml"
-state_dir = "state"
-drain_timeout = "1s"
-EOF
-if [ "$ACCESS_LOG" = 1 ]; then
-    echo "access_log = \"$tmp/keygate/access.log\"" >>"$tmp/keygate/keygate.toml"
-fi
-cat >>"$tmp/keygate/keygate.toml" <<EOF
-
-[[upstream]]
-name = "mock"
-provider = "openai"
-endpoints = ["http://127.0.0.1:$mock_port"]
-pool_max_idle = $CONNECTIONS
-
-[[route]]
-path_prefix = "/"
-upstream = "mock"
-EOF
-cat "$tmp/keys.toml" >>"$tmp/keygate/keygate.toml"
-(cd "$tmp/keygate" && KEYGATE_LOG=warn exec "$bin/keygate" run --config keygate.toml) \
-    2>"$tmp/keygate.log" &
-pids+=($!)
-pid_of[keygate]=$!
-url[keygate]=127.0.0.1:$port
-wait_ready keygate $! "http://127.0.0.1:$port/v1/models" "$first_key"
+start_bench_keygate "$bin/keygate" "" "pool_max_idle = $CONNECTIONS"
+pid_of[keygate]=$keygate_pid
+url[keygate]=127.0.0.1:$keygate_port
 
 # --- runs --------------------------------------------------------------------------------
 

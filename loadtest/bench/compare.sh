@@ -154,40 +154,9 @@ url[mock]=127.0.0.1:$mock_port
 wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models" "$first_key"
 
 start_keygate() {
-    local port dir=$tmp/keygate
-    port=$(free_port)
-    mkdir -p "$dir/state"
-    cat >"$dir/keygate.toml" <<EOF
-[gateway]
-listen = "127.0.0.1:$port"
-workers = $WORKERS
-tuning = "$repo/tuning/local.toml"
-state_dir = "state"
-drain_timeout = "1s"
-EOF
-    # The access log, as the nginx and HAProxy logs below.
-    if [ "$ACCESS_LOG" = 1 ]; then
-        echo "access_log = \"$dir/access.log\"" >>"$dir/keygate.toml"
-    fi
-    cat >>"$dir/keygate.toml" <<EOF
-
-[[upstream]]
-name = "mock"
-provider = "openai"
-endpoints = ["http://127.0.0.1:$mock_port"]
-pool_max_idle = $CONNECTIONS
-
-[[route]]
-path_prefix = "/"
-upstream = "mock"
-EOF
-    cat "$tmp/keys.toml" >>"$dir/keygate.toml"
-    (cd "$dir" && KEYGATE_LOG=warn exec "$bin/keygate" run --config keygate.toml) \
-        2>"$tmp/keygate.log" &
-    pids+=($!)
-    pid_of[keygate]=$!
-    url[keygate]=127.0.0.1:$port
-    wait_ready keygate $! "http://127.0.0.1:$port/v1/models" "$first_key"
+    start_bench_keygate "$bin/keygate" "" "pool_max_idle = $CONNECTIONS"
+    pid_of[keygate]=$keygate_pid
+    url[keygate]=127.0.0.1:$keygate_port
 }
 
 start_nginx() {

@@ -86,38 +86,11 @@ mock_port=$(free_port)
 pids+=($!)
 wait_ready mock $! "http://127.0.0.1:$mock_port/v1/models" "$first_key"
 
-port=$(free_port)
-mkdir -p "$tmp/keygate/state"
-cat >"$tmp/keygate/keygate.toml" <<EOF
-[gateway]
-listen = "127.0.0.1:$port"
-workers = $WORKERS
-tuning = "$repo/tuning/local.toml"
-state_dir = "state"
-drain_timeout = "1s"
-max_connections = $((CONNECTIONS + 1000))
-idle_timeout = "$((HOLD + 60))s"
-EOF
-if [ "$ACCESS_LOG" = 1 ]; then
-    echo "access_log = \"$tmp/keygate/access.log\"" >>"$tmp/keygate/keygate.toml"
-fi
-cat >>"$tmp/keygate/keygate.toml" <<EOF
-
-[[upstream]]
-name = "mock"
-provider = "openai"
-endpoints = ["http://127.0.0.1:$mock_port"]
-
-[[route]]
-path_prefix = "/"
-upstream = "mock"
-EOF
-cat "$tmp/keys.toml" >>"$tmp/keygate/keygate.toml"
-(cd "$tmp/keygate" && KEYGATE_LOG=warn exec "$keygate" run --config keygate.toml) \
-    2>"$tmp/keygate.log" &
-pids+=($!)
-kg=$!
-wait_ready keygate "$kg" "http://127.0.0.1:$port/v1/models" "$first_key"
+start_bench_keygate "$keygate" \
+    "max_connections = $((CONNECTIONS + 1000))
+idle_timeout = \"$((HOLD + 60))s\"" ""
+kg=$keygate_pid
+port=$keygate_port
 
 limit=$(awk '/^Max open files/ { print $4 }' "/proc/$kg/limits")
 if [ "$limit" != unlimited ] && [ "$limit" -lt "$need" ]; then
