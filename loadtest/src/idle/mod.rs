@@ -29,7 +29,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::run::keys::KeySet;
-use crate::run::request::{Header, Method, RequestTemplate, DEFAULT_BODY};
+use crate::run::request::{RequestArgs, RequestTemplate};
 use crate::run::stats::Failures;
 use crate::run::{parse_duration, resolve};
 use conn::{Bell, Opened, Opener, Plan};
@@ -49,21 +49,9 @@ pub struct IdleArgs {
     /// Connections being opened (connect and first exchange) at once.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub concurrency: u64,
-    /// Request target path.
-    #[arg(long, default_value = "/v1/chat/completions")]
-    pub path: String,
-    /// Request method.
-    #[arg(long, value_enum, ignore_case = true, default_value_t = Method::Post)]
-    pub method: Method,
-    /// Request body, read from a file.
-    #[arg(long, conflicts_with = "body")]
-    pub body_file: Option<PathBuf>,
-    /// Request body [default for POST: a small OpenAI chat completion request].
-    #[arg(long)]
-    pub body: Option<String>,
-    /// Extra request header, "Name: value" (repeatable).
-    #[arg(long = "header", value_name = "HEADER", value_parser = Header::parse)]
-    pub headers: Vec<Header>,
+    /// The request sent.
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Client keys, one per line, sent as "Authorization: Bearer KEY"; connection i sends
     /// key i modulo their number.
     #[arg(long, conflicts_with = "keys")]
@@ -99,19 +87,12 @@ pub fn run(args: &IdleArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let key_count = keys.as_ref().map_or(1, KeySet::len);
-    let body = match (&args.body_file, &args.body, args.method) {
-        (Some(path), _, _) => {
-            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
-        }
-        (None, Some(body), _) => Some(body.clone().into_bytes()),
-        (None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
-        (None, None, Method::Get) => None,
-    };
+    let body = args.request.body()?;
     let template = RequestTemplate::new(
-        args.method,
-        &args.path,
+        args.request.method,
+        &args.request.path,
         &args.target,
-        &args.headers,
+        &args.request.headers,
         body.as_deref(),
         keys,
     )?;
@@ -303,8 +284,8 @@ impl Summary {
     fn new(args: &IdleArgs, tally: Tally) -> Summary {
         Summary {
             target: args.target.clone(),
-            method: args.method.as_str(),
-            path: args.path.clone(),
+            method: args.request.method.as_str(),
+            path: args.request.path.clone(),
             connections: args.connections,
             open_s: tally.open_time.as_secs_f64(),
             status: tally

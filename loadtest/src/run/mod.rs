@@ -43,7 +43,7 @@ use rand::{RngCore, SeedableRng};
 
 use keys::{KeyDist, KeyPicker, KeyScope, KeySet};
 use mix::{Kind, MixSpec};
-use request::{Header, Method, RequestTemplate, DEFAULT_BODY};
+use request::{Method, RequestArgs, RequestTemplate};
 use stats::{Progress, Stats};
 use summary::{KeysUsed, Setup, Summary};
 use worker::{Outcome, Plan};
@@ -60,21 +60,9 @@ pub struct RunArgs {
     /// Address to load, host:port.
     #[arg(long)]
     pub target: String,
-    /// Request target path.
-    #[arg(long, default_value = "/v1/chat/completions")]
-    pub path: String,
-    /// Request method.
-    #[arg(long, value_enum, ignore_case = true, default_value_t = Method::Post)]
-    pub method: Method,
-    /// Request body, read from a file.
-    #[arg(long, conflicts_with = "body")]
-    pub body_file: Option<PathBuf>,
-    /// Request body [default for POST: a small OpenAI chat completion request].
-    #[arg(long)]
-    pub body: Option<String>,
-    /// Extra request header, "Name: value" (repeatable).
-    #[arg(long = "header", value_name = "HEADER", value_parser = Header::parse)]
-    pub headers: Vec<Header>,
+    /// The request sent.
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Connections kept open, shared out among the threads.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub connections: u64,
@@ -237,20 +225,15 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
     let body_bytes = args.body_bytes.unwrap_or(DEFAULT_BODY_BYTES);
     let mut templates = Vec::with_capacity(kinds.len());
     for (kind, _) in &kinds {
-        let body = match (kind, &args.body_file, &args.body, args.method) {
-            (Some(kind), _, _, _) => Some(kind.body(body_bytes)),
-            (None, Some(path), _, _) => Some(
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-            ),
-            (None, None, Some(body), _) => Some(body.clone().into_bytes()),
-            (None, None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
-            (None, None, None, Method::Get) => None,
+        let body = match kind {
+            Some(kind) => Some(kind.body(body_bytes)),
+            None => args.request.body()?,
         };
         templates.push(RequestTemplate::new(
-            args.method,
-            &args.path,
+            args.request.method,
+            &args.request.path,
             &args.target,
-            &args.headers,
+            &args.request.headers,
             body.as_deref(),
             keys.clone(),
         )?);
@@ -283,8 +266,8 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
     };
     let setup = Setup {
         target: args.target.clone(),
-        method: args.method.as_str(),
-        path: args.path.clone(),
+        method: args.request.method.as_str(),
+        path: args.request.path.clone(),
         connections: args.connections,
         threads,
         pipeline: usize::from(args.pipeline),
@@ -308,7 +291,7 @@ fn request_kinds(args: &RunArgs) -> anyhow::Result<Vec<(Option<Kind>, u32)>> {
     let Some(spec) = &args.mix else {
         return Ok(vec![(None, 1)]);
     };
-    if args.method != Method::Post {
+    if args.request.method != Method::Post {
         bail!("--mix sends chat completions: it needs --method POST");
     }
     if args.body_bytes.is_some() && !spec.has(Kind::Body) {

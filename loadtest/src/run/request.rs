@@ -34,6 +34,41 @@ impl Method {
     }
 }
 
+/// What `loadtest run` and `loadtest idle` send: path, method, body and extra fields.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RequestArgs {
+    /// Request target path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    pub path: String,
+    /// Request method.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Method::Post)]
+    pub method: Method,
+    /// Request body, read from a file.
+    #[arg(long, conflicts_with = "body")]
+    pub body_file: Option<std::path::PathBuf>,
+    /// Request body [default for POST: a small OpenAI chat completion request].
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "HEADER", value_parser = Header::parse)]
+    pub headers: Vec<Header>,
+}
+
+impl RequestArgs {
+    /// The body: the file's, the one given, the default chat request for a POST, or none.
+    pub fn body(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        use anyhow::Context;
+        Ok(match (&self.body_file, &self.body, self.method) {
+            (Some(path), _, _) => Some(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            (None, Some(body), _) => Some(body.clone().into_bytes()),
+            (None, None, Method::Post) => Some(DEFAULT_BODY.as_bytes().to_vec()),
+            (None, None, Method::Get) => None,
+        })
+    }
+}
+
 /// One `--header` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
