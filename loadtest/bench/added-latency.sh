@@ -149,7 +149,10 @@ lat = s["latency_us"]
 print("\t".join(str(v) for v in (phase, rnd, target, s["requests_per_second"], lat["p50"],
       lat["p99"], lat["p99.9"], bad, busy, other)))
 PY
-    tail -1 "$results" | awk -F'\t' '{ printf "  %-6s %-8s %9.0f req/s  p50 %5d us  p99 %6d us  p99.9 %6d us  errors %s  busy before %s%%  other %s%%\n", $1, $3, $4, $5, $6, $7, $8, $9, $10 }' >&2
+    tail -1 "$results" | awk -F'\t' '{
+        printf "  %-6s %-8s %9.0f req/s  p50 %5d us  p99 %6d us  p99.9 %6d us", $1, $3, $4, $5, $6, $7
+        printf "  errors %s  busy before %s%%  other %s%%\n", $8, $9, $10
+    }' >&2
 }
 
 if [ -z "$RATE" ]; then
@@ -162,7 +165,8 @@ if [ -z "$RATE" ]; then
             m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
             printf "%d\n", m * f }')
 fi
-echo "open loop at $RATE req/s: $ROUNDS rounds of ${DURATION}s, mock directly and through keygate" >&2
+echo "open loop at $RATE req/s: $ROUNDS rounds of ${DURATION}s," \
+    "mock directly and through keygate" >&2
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
     for target in mock keygate; do

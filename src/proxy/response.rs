@@ -446,8 +446,10 @@ mod tests {
 
     #[test]
     fn a_deprecated_route_states_its_own_lifecycle() {
-        let upstream = b"HTTP/1.1 200 OK\r\nDeprecation: @1\r\nsunset: Thu, 01 Jan 1970 00:00:01 GMT\r\n\
-                         Link: <https://up.example/next>; rel=\"next\"\r\nContent-Length: 2\r\n\r\nok";
+        let upstream = b"HTTP/1.1 200 OK\r\nDeprecation: @1\r\n\
+                         sunset: Thu, 01 Jan 1970 00:00:01 GMT\r\n\
+                         Link: <https://up.example/next>; rel=\"next\"\r\n\
+                         Content-Length: 2\r\n\r\nok";
         let lifecycle =
             b"Deprecation: @1767225600\r\nLink: <https://docs.example>; rel=\"deprecation\"\r\n";
         assert_eq!(

@@ -41,7 +41,11 @@ pub struct IdleArgs {
     #[arg(long)]
     pub target: String,
     /// Connections to open and hold.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
     pub connections: u64,
     /// How long to hold them idle once all are open (e.g. 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
