@@ -248,7 +248,7 @@ fn a_handed_over_connection_keeps_its_bytes() {
             "{target}: body changed on the way"
         );
     }
-    assert!(handoffs(&gateway) > 0, "no connection was handed over");
+    assert!(handoffs_at_least(&gateway, 1) > 0, "no connection was handed over");
 }
 
 /// One connection presenting, in turn, two keys owned by different shards is handed back and
@@ -281,5 +281,6 @@ fn keys_of_different_owners_share_one_connection() {
     }
     assert_eq!(passed, [5, 5]);
     // At least one switch of owner per round trip of keys.
-    assert!(handoffs(&gateway) >= 8, "{}", handoffs(&gateway));
+    let seen = handoffs_at_least(&gateway, 8);
+    assert!(seen >= 8, "{seen}");
 }

@@ -147,5 +147,18 @@ pub fn handoffs(gateway: &Gateway) -> usize {
         .count()
 }
 
+/// The handoffs logged, once at least `wanted` are or 5 s have passed: the log is read by
+/// another thread, and its last lines may still be on their way.
+pub fn handoffs_at_least(gateway: &Gateway, wanted: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let seen = handoffs(gateway);
+        if seen >= wanted || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The environment that makes the gateway log each handoff.
 pub const DEBUG_LOG: &[(&str, &str)] = &[("KEYGATE_LOG", "info,keygate=debug")];
