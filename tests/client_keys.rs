@@ -248,7 +248,10 @@ fn a_handed_over_connection_keeps_its_bytes() {
             "{target}: body changed on the way"
         );
     }
-    assert!(handoffs_at_least(&gateway, 1) > 0, "no connection was handed over");
+    assert!(
+        handoffs_at_least(&gateway, 1) > 0,
+        "no connection was handed over"
+    );
 }
 
 /// One connection presenting, in turn, two keys owned by different shards is handed back and

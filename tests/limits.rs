@@ -30,7 +30,10 @@ fn a_quota_is_exact_across_shards() {
         assert_error(refused, 429, "quota_exceeded");
         assert_eq!(header_u64(refused, "x-ratelimit-remaining-requests"), 0);
     }
-    assert!(handoffs_at_least(&gateway, 1) > 0, "no connection was handed over");
+    assert!(
+        handoffs_at_least(&gateway, 1) > 0,
+        "no connection was handed over"
+    );
 }
 
 /// A burst is exact across shards: with 20 a minute and a bucket of 20, a burst from 40
@@ -53,7 +56,10 @@ fn a_burst_is_exact_across_shards() {
     for refused in &burst.refused {
         assert_error(refused, 429, "rate_limit_exceeded");
     }
-    assert!(handoffs_at_least(&gateway, 1) > 0, "no connection was handed over");
+    assert!(
+        handoffs_at_least(&gateway, 1) > 0,
+        "no connection was handed over"
+    );
 }
 
 /// A full bucket spent at once cannot be spent again a moment later: over any stretch of
