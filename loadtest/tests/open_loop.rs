@@ -67,6 +67,8 @@ fn ms(summary: &Value, group: &str, name: &str) -> f64 {
 struct SlowServer {
     addr: String,
     requests: Arc<AtomicU64>,
+    /// When each request had arrived, in the order they were counted.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 /// A one-time stall of a [`SlowServer`].
@@ -81,20 +83,37 @@ impl SlowServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the server");
         let addr = listener.local_addr().unwrap().to_string();
         let requests = Arc::new(AtomicU64::new(0));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stalled_until = Arc::new(Mutex::new(None::<Instant>));
-        let counter = Arc::clone(&requests);
+        let (counter, seen) = (Arc::clone(&requests), Arc::clone(&arrivals));
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (counter, stalled_until) = (Arc::clone(&counter), Arc::clone(&stalled_until));
+                let (counter, seen) = (Arc::clone(&counter), Arc::clone(&seen));
+                let stalled_until = Arc::clone(&stalled_until);
                 thread::spawn(move || {
                     let _ = stream.set_nodelay(true);
-                    serve(stream, delay, stall, &counter, &stalled_until);
+                    let counted = Counted {
+                        requests: &counter,
+                        arrivals: &seen,
+                    };
+                    serve(stream, delay, stall, counted, &stalled_until);
                 });
             }
         });
-        SlowServer { addr, requests }
+        SlowServer {
+            addr,
+            requests,
+            arrivals,
+        }
     }
+}
+
+/// Where a [`SlowServer`] counts its requests.
+#[derive(Clone, Copy)]
+struct Counted<'a> {
+    requests: &'a AtomicU64,
+    arrivals: &'a Mutex<Vec<Instant>>,
 }
 
 /// Serves one connection of a [`SlowServer`] until the client closes it.
@@ -102,7 +121,7 @@ fn serve(
     stream: TcpStream,
     delay: Duration,
     stall: Option<Stall>,
-    counter: &AtomicU64,
+    counted: Counted,
     stalled_until: &Mutex<Option<Instant>>,
 ) {
     let mut writer = stream.try_clone().expect("clone the stream");
@@ -113,7 +132,8 @@ fn serve(
             return;
         }
         let arrived = Instant::now();
-        let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        counted.arrivals.lock().unwrap().push(arrived);
+        let number = counted.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let mut until = arrived + delay;
         {
             let mut stalled = stalled_until.lock().unwrap();
@@ -234,6 +254,42 @@ fn the_open_loop_counts_a_stall_that_the_closed_loop_hides() {
     assert!(closed_p99 < 100.0, "closed p99 {closed_p99} ms: {closed}");
     assert!(ms(&closed, "latency_us", "max") > 450.0, "{closed}");
     assert_eq!(server.requests.load(Ordering::SeqCst), 2000);
+}
+
+/// The share of `arrivals`, in time order, that came within `within` of the one before.
+fn bunched(arrivals: &Mutex<Vec<Instant>>, within: Duration) -> f64 {
+    let mut arrivals = arrivals.lock().unwrap().clone();
+    arrivals.sort();
+    let close = arrivals
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] < within)
+        .count();
+    close as f64 / (arrivals.len() - 1) as f64
+}
+
+#[test]
+fn the_open_loop_spreads_its_requests_within_a_millisecond() {
+    // 4,000 requests a second on 8 connections: 4 fall due in every millisecond, one every
+    // 250 µs. monoio's timers (`--tick 1ms`) wake all four on the same tick, so three of
+    // every four arrive right behind another; the default tick (250 µs) sends each alone.
+    let spread = |tick: &str| {
+        let server = SlowServer::start(Duration::ZERO, None);
+        let args = ["--rate", "4000", "--requests", "2000", "--connections", "8"];
+        let summary = summary(&server.addr, &[&args[..], &["--tick", tick]].concat());
+        assert_eq!(summary["requests"], 2000, "{summary}");
+        assert_eq!(summary["errors"]["total"], 0, "{summary}");
+        bunched(&server.arrivals, Duration::from_micros(60))
+    };
+    let fine = spread("250us");
+    let coarse = spread("1ms");
+    assert!(
+        fine < 0.45,
+        "{fine:.2} of requests bunched with the default tick"
+    );
+    assert!(
+        coarse > 0.6,
+        "{coarse:.2} of requests bunched with a 1 ms tick"
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ use rand::SeedableRng;
 use tracing::debug;
 
 use super::keys::KeyScope;
+use super::pacer::Pacer;
 use super::response::{End, Response, ResponseReader};
 use super::schedule::Schedule;
 use super::stats::{Failure, Sample};
@@ -38,7 +39,7 @@ const MIN_READ_SPACE: usize = 2 * 1024;
 const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Drives connection slot `id` until the run ends.
-pub async fn drive(id: u64, plan: &Plan, thread: &Thread) {
+pub async fn drive(id: u64, plan: &Plan, thread: &Thread, pacer: &Pacer) {
     let mut slot = Slot {
         // Generators seeded from neighbouring numbers are unrelated: the seed is hashed first.
         rng: SmallRng::seed_from_u64(plan.seed.wrapping_add(id)),
@@ -52,7 +53,7 @@ pub async fn drive(id: u64, plan: &Plan, thread: &Thread) {
             .map(|rate| Schedule::new(plan.start, rate, id, plan.connections)),
         key: 0,
     };
-    while let Next::Reconnect = slot.connection(plan, thread).await {}
+    while let Next::Reconnect = slot.connection(plan, thread, pacer).await {}
 }
 
 /// A connection slot and the buffers its requests reuse.
@@ -104,7 +105,7 @@ enum Wait {
 
 impl Slot {
     /// Opens a connection and runs exchanges on it until it ends.
-    async fn connection(&mut self, plan: &Plan, thread: &Thread) -> Next {
+    async fn connection(&mut self, plan: &Plan, thread: &Thread, pacer: &Pacer) -> Next {
         if plan.past_deadline(Instant::now()) || thread.exhausted() {
             return Next::Stop;
         }
@@ -152,7 +153,7 @@ impl Slot {
                 }
                 // Open loop: idle until the next request is due, if the run still wants it.
                 if let Some(due) = self.next_due(plan, thread, now) {
-                    monoio::time::sleep_until(due.into()).await;
+                    pacer.sleep_until(due).await;
                     woke = true;
                     continue;
                 }
@@ -192,8 +193,8 @@ impl Slot {
                 Some(schedule) => schedule.due(),
                 None => now,
             };
-            // An idle connection wakes up to a millisecond after the due time (the timer's
-            // resolution): that lateness is the client's, so latency starts at the write.
+            // An idle connection wakes up to a tick (`--tick`) after the due time: that lateness
+            // is the client's, so latency starts at the write.
             let start = if woke { now } else { due };
             if plan.past_deadline(now) || (start >= plan.warmup_end && thread.take(1) == 0) {
                 break;

@@ -9,6 +9,7 @@
 //! - `worker`: threads, the run's plan and the per-thread budget and stats.
 //! - `conn`: one connection slot's I/O: connect, write, read, time out, reconnect.
 //! - `schedule`: the open loop's timetable (sans-IO).
+//! - `pacer`: the open loop's waits, finer than monoio's millisecond timers.
 //! - `mix`: the kinds of request, their bodies and the weighted draw (sans-IO).
 //! - `request`: the request bytes, from a template (sans-IO).
 //! - `response`: response framing, bodies skipped (sans-IO).
@@ -23,6 +24,7 @@
 mod conn;
 pub(crate) mod keys;
 mod mix;
+mod pacer;
 pub(crate) mod request;
 pub(crate) mod response;
 mod schedule;
@@ -114,6 +116,11 @@ pub struct RunArgs {
     /// [default: a closed loop].
     #[arg(long, value_name = "N", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Open loop: the least time between two wake-ups of a thread's timer; requests due within
+    /// it of each other go out together. 1ms or more uses monoio's timers, which tick once a
+    /// millisecond and cost the least CPU.
+    #[arg(long, default_value = "250us", value_parser = parse_tick, requires = "rate")]
+    pub tick: Duration,
     /// Weights over kinds of chat request: plain, stream (read to the end of its events) and
     /// body (--body-bytes), e.g. plain=8,stream=1,body=1 [default: the plain request alone].
     #[arg(long, value_parser = MixSpec::parse, conflicts_with_all = ["body", "body_file"])]
@@ -261,6 +268,7 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         deadline: duration.map(|duration| warmup_end + duration),
         seed,
         rate: args.rate,
+        tick: args.tick,
         connections: args.connections,
         start,
     };
@@ -378,14 +386,25 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds_per_unit = match unit.trim() {
         "" | "s" => 1.0,
         "ms" => 0.001,
+        "us" | "µs" => 0.000_001,
         "m" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+        other => return Err(format!("unknown unit {other:?} (use us, ms, s, m or h)")),
     };
     let value: f64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
     Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|err| err.to_string())
+}
+
+/// A `--tick`: a duration from 10us (finer costs a wake-up per request and gains nothing
+/// over the kernel's timer slack) to 1s.
+fn parse_tick(text: &str) -> Result<Duration, String> {
+    let tick = parse_duration(text)?;
+    if !(Duration::from_micros(10)..=Duration::from_secs(1)).contains(&tick) {
+        return Err(format!("{text:?} is not between 10us and 1s"));
+    }
+    Ok(tick)
 }
 
 #[cfg(test)]
@@ -402,12 +421,22 @@ mod tests {
             ("2m", Duration::from_secs(120)),
             ("1h", Duration::from_secs(3600)),
             ("0s", Duration::ZERO),
+            ("250us", Duration::from_micros(250)),
         ];
         for (text, expected) in table {
             assert_eq!(parse_duration(text), Ok(expected), "{text}");
         }
         for bad in ["", "s", "10x", "-1s", "1.2.3s", "ms10"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ticks() {
+        assert_eq!(parse_tick("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_tick("1ms"), Ok(Duration::from_millis(1)));
+        for bad in ["5us", "0s", "2s", "10x"] {
+            assert!(parse_tick(bad).is_err(), "{bad}");
         }
     }
 

@@ -17,6 +17,7 @@ use tracing::debug;
 use super::conn;
 use super::keys::{KeyPicker, KeyScope};
 use super::mix;
+use super::pacer::Pacer;
 use super::request::RequestTemplate;
 use super::stats::{Failure, Progress, Sample, Stats};
 
@@ -48,6 +49,8 @@ pub struct Plan {
     pub seed: u64,
     /// Open loop: requests a second over all connections; `None` for a closed loop.
     pub rate: Option<f64>,
+    /// Open loop: the least time between two wake-ups of a thread's timer.
+    pub tick: Duration,
     /// Connections in the run, over all threads.
     pub connections: u64,
     /// When the run (its warm-up) starts: the open loop's first request is due then.
@@ -149,11 +152,16 @@ pub fn run(
             last_response: Cell::new(None),
             progress,
         });
+        // Only the open loop sleeps; the pacer's task ends with the runtime.
+        let fine = plan.rate.is_some() && plan.tick < Pacer::COARSE;
+        let (pacer, pacing) = Pacer::start(fine.then_some(driver), plan.tick);
+        monoio::spawn(pacing);
         let tasks: Vec<_> = ids
             .map(|id| {
                 let plan = Arc::clone(&plan);
                 let thread = Rc::clone(&thread);
-                monoio::spawn(async move { conn::drive(id, &plan, &thread).await })
+                let pacer = Rc::clone(&pacer);
+                monoio::spawn(async move { conn::drive(id, &plan, &thread, &pacer).await })
             })
             .collect();
         for task in tasks {
