@@ -360,8 +360,13 @@ pub(crate) fn write_atomically<T: serde::Serialize>(path: &Path, value: &T) -> i
             .open(&tmp)?;
         // A leftover temporary file keeps its mode through `open`; set it anyway.
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        serde_json::to_writer(&mut file, value)?;
-        file.write_all(b"\n")?;
+        // serde_json writes token by token: unbuffered, a snapshot of a thousand keys took
+        // tens of thousands of system calls.
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut file);
+        serde_json::to_writer(&mut out, value)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        drop(out);
         file.sync_all()?;
     }
     if path.exists() {
