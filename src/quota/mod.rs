@@ -60,10 +60,11 @@ static FRESH: Counters = Counters {
 pub struct QuotaBook {
     keys: HashMap<u32, Counters, Positions>,
     tenants: HashMap<u32, Counters, Positions>,
-    /// Principals changed since the last [`QuotaBook::take_changes`], with repeats.
+    /// Principals changed since the last [`QuotaBook::take_changes`], each once.
     changed: Vec<(bool, u32)>,
-    /// Set instead of `changed` once that list would outgrow the book itself.
-    all_changed: bool,
+    /// A bit per position, keys then tenants: set while the principal is in `changed`, so
+    /// that the list grows with the principals used, not with the requests.
+    listed: [Vec<u64>; 2],
 }
 
 /// Hashes a key's or tenant's position in the [`KeyTable`] with one multiplication.
@@ -163,16 +164,22 @@ impl QuotaBook {
 
     /// Notes that the counters of `key` and its tenant changed.
     fn touch(&mut self, key: &ClientKey) {
-        if self.all_changed {
-            return;
-        }
-        self.changed.push((false, key.index));
+        self.note(false, key.index);
         if let Some(tenant) = key.tenant {
-            self.changed.push((true, tenant));
+            self.note(true, tenant);
         }
-        if self.changed.len() > 2 * (self.keys.len() + self.tenants.len()) + 1024 {
-            self.all_changed = true;
-            self.changed = Vec::new();
+    }
+
+    /// Lists a principal as changed, unless it is listed already.
+    fn note(&mut self, tenant: bool, index: u32) {
+        let listed = &mut self.listed[usize::from(tenant)];
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        if word >= listed.len() {
+            listed.resize(word + 1, 0);
+        }
+        if listed[word] & bit == 0 {
+            listed[word] |= bit;
+            self.changed.push((tenant, index));
         }
     }
 
@@ -180,34 +187,21 @@ impl QuotaBook {
     /// the journal needs to bring its snapshot up to date. Costs a copy of each changed
     /// principal's counters, nothing per request.
     pub fn take_changes(&mut self) -> Vec<(bool, u32, Counters)> {
-        let pick = |(tenant, index): (bool, u32), book: &QuotaBook| {
-            let counters = if tenant {
-                book.tenants.get(&index)
-            } else {
-                book.keys.get(&index)
-            };
-            counters.map(|counters| (tenant, index, counters.clone()))
-        };
-        let changes = if self.all_changed {
-            let all = self
-                .keys
-                .keys()
-                .map(|&i| (false, i))
-                .chain(self.tenants.keys().map(|&i| (true, i)));
-            all.filter_map(|principal| pick(principal, self)).collect()
-        } else {
-            let mut changed = std::mem::take(&mut self.changed);
-            changed.sort_unstable();
-            changed.dedup();
-            let changes = changed
-                .iter()
-                .filter_map(|&principal| pick(principal, self))
-                .collect();
-            changed.clear();
-            self.changed = changed;
-            changes
-        };
-        self.all_changed = false;
+        let mut changed = std::mem::take(&mut self.changed);
+        let changes = changed
+            .iter()
+            .filter_map(|&(tenant, index)| {
+                let book = if tenant { &self.tenants } else { &self.keys };
+                let counters = book.get(&index)?;
+                Some((tenant, index, counters.clone()))
+            })
+            .collect();
+        for &(tenant, index) in &changed {
+            let listed = &mut self.listed[usize::from(tenant)];
+            listed[index as usize / 64] &= !(1u64 << (index % 64));
+        }
+        changed.clear();
+        self.changed = changed;
         changes
     }
 
@@ -250,7 +244,7 @@ impl QuotaBook {
                 in_flight: counters.in_flight,
                 ..Counters::default()
             };
-            self.changed.push((tenant, index));
+            self.note(tenant, index);
         }
     }
 
@@ -262,7 +256,7 @@ impl QuotaBook {
     /// Restores persisted counters (in-flight counts start at zero). They count as changed,
     /// so the next snapshot carries them on.
     pub fn restore(&mut self, tenant: bool, index: u32, counters: Counters) {
-        self.changed.push((tenant, index));
+        self.note(tenant, index);
         let book = if tenant {
             &mut self.tenants
         } else {
@@ -496,16 +490,31 @@ quota = { per_hour = 2 }
         assert_eq!(changed, vec![(false, a.index), (true, tenant)]);
         assert!(book.take_changes().is_empty(), "taken changes are gone");
 
-        // Past the point where listing repeats would cost more than the book, every
-        // principal is reported instead, still once each.
+        // However many requests a principal makes between two snapshots, it is listed once:
+        // the list grows with the principals used, not with the requests.
         for hour in 0..5000 {
             let at = T0 + hour * 3600 * SECOND;
             let reservation = book.admit(&table, b, at, 0).unwrap();
             book.settle(&table, b, at, reservation, 0);
+            assert!(book.changed.len() <= 2, "{} listed", book.changed.len());
         }
-        let changes = book.take_changes();
-        assert!(!book.all_changed && book.changed.is_empty());
-        assert_eq!(changes.len(), book.entries().count());
+        let mut changed: Vec<(bool, u32)> = book
+            .take_changes()
+            .into_iter()
+            .map(|(tenant, index, _)| (tenant, index))
+            .collect();
+        changed.sort_unstable();
+        let mut expected = vec![(false, b.index)];
+        expected.extend(b.tenant.map(|tenant| (true, tenant)));
+        expected.sort_unstable();
+        assert_eq!(changed, expected);
+        assert!(book.changed.is_empty());
+
+        // Taken, it can be listed again.
+        let at = T0 + 6000 * 3600 * SECOND;
+        let reservation = book.admit(&table, b, at, 0).unwrap();
+        book.settle(&table, b, at, reservation, 0);
+        assert_eq!(book.take_changes().len(), expected.len());
     }
 
     #[test]
