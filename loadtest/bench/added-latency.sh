@@ -39,6 +39,8 @@
 #   MAX_DURATION=10     seconds recorded per closed-loop run
 #   FRACTION=0.5        the open loop's rate as a share of the maximum
 #   RATE=               the open loop's rate, requests a second (skips step 2)
+#   TICK=250us          the open loop's timer resolution (`loadtest run --tick`; 1ms: monoio's
+#                       millisecond timers, which send each millisecond's requests in one burst)
 #   CONNECTIONS=64      connections of the load generator, both loops
 #   WORKERS=1           keygate shards (1, as compare.sh: on 2 shared cores a second shard
 #                       mostly measures the scheduler)
@@ -63,6 +65,7 @@ KEYS=${KEYS:-1000}
 ACCESS_LOG=${ACCESS_LOG:-1}
 TARGET_US=${TARGET_US:-100}
 UNLOADED=${UNLOADED:-1}
+TICK=${TICK:-250us}
 QUIET_WAIT=${QUIET_WAIT:-300}
 BUILD=${BUILD:-1}
 KEEP=${KEEP:-}
@@ -129,7 +132,7 @@ measure() { # PHASE ROUND TARGET SECONDS CONNECTIONS [RATE]
     local phase=$1 round=$2 target=$3 seconds=$4 connections=$5 rate=${6:-} out
     out=$tmp/$phase-$target-r$round.json
     local args=("${load_args[@]}" --connections "$connections") busy m0 s0 c0 m1 s1 c1 other
-    [ -n "$rate" ] && args+=(--rate "$rate")
+    [ -n "$rate" ] && args+=(--rate "$rate" --tick "$TICK")
     wait_quiet
     busy=$(cpu_busy)
     m0=$(machine_ticks); s0=$(ticks_of "${pids[@]}")
@@ -165,7 +168,7 @@ if [ -z "$RATE" ]; then
             m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
             printf "%d\n", m * f }')
 fi
-echo "open loop at $RATE req/s: $ROUNDS rounds of ${DURATION}s," \
+echo "open loop at $RATE req/s, tick $TICK: $ROUNDS rounds of ${DURATION}s," \
     "mock directly and through keygate" >&2
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
