@@ -23,10 +23,17 @@ use support::Mock;
 /// How long any one `loadtest run` may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs `loadtest run --target TARGET --warmup 0s ARGS`, failing the test past `RUN_LIMIT`.
+/// Runs `loadtest run --target TARGET --warmup 0s ARGS` (ARGS may give a `--warmup` of their
+/// own), failing the test past `RUN_LIMIT`.
 fn loadtest(target: &str, args: &[&str]) -> Output {
+    let warmup: &[&str] = if args.contains(&"--warmup") {
+        &[]
+    } else {
+        &["--warmup", "0s"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--target", target, "--warmup", "0s"])
+        .args(["run", "--target", target])
+        .args(warmup)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -290,6 +297,59 @@ fn the_open_loop_spreads_its_requests_within_a_millisecond() {
         coarse > 0.6,
         "{coarse:.2} of requests bunched with a 1 ms tick"
     );
+}
+
+#[test]
+fn a_target_slower_than_the_rate_is_charged_for_what_it_held_back() {
+    // 4 connections to a server answering in 200 ms take 20 requests a second at most; the
+    // run asks for 200 a second, after a warm-up of 1 s in which the backlog starts.
+    let server = SlowServer::start(Duration::from_millis(200), None);
+    let summary = summary(
+        &server.addr,
+        &[
+            "--rate",
+            "200",
+            "--connections",
+            "4",
+            "--warmup",
+            "1s",
+            "--duration",
+            "2s",
+        ],
+    );
+    // What was written after the warm-up is recorded, though it fell due during it, and its
+    // latency runs from then: over a second.
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!((20..=48).contains(&requests), "{requests}: {summary}");
+    assert!(ms(&summary, "latency_us", "p50") > 1000.0, "{summary}");
+    assert!(ms(&summary, "service_time_us", "p50") < 400.0, "{summary}");
+    // None of the 400 requests due in the recorded 2 s was sent: each connection was still
+    // working through the warm-up's backlog.
+    assert_eq!(summary["unsent"], 400, "{summary}");
+    assert_eq!(summary["duration_s"], 2.0, "{summary}");
+}
+
+#[test]
+fn a_target_that_stops_answering_is_measured_to_the_deadline() {
+    // The server answers 50 requests, then holds every response for a minute.
+    let stall = Stall {
+        after: 50,
+        length: Duration::from_secs(60),
+    };
+    let server = SlowServer::start(Duration::from_millis(1), Some(stall));
+    let summary = summary(
+        &server.addr,
+        &["--rate", "100", "--connections", "4", "--duration", "2s"],
+    );
+    // 49 answers came in the first half second; the rate is over the whole 2 s.
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!((45..=50).contains(&requests), "{requests}: {summary}");
+    assert_eq!(summary["duration_s"], 2.0, "{summary}");
+    let rate = summary["requests_per_second"].as_f64().unwrap();
+    assert!(rate <= 25.0, "{rate} req/s: {summary}");
+    // The 4 connections each wait for a response; the rest of the 200 due is unsent.
+    let unsent = summary["unsent"].as_u64().unwrap();
+    assert!((140..=152).contains(&unsent), "{unsent}: {summary}");
 }
 
 #[test]

@@ -54,6 +54,10 @@ pub async fn drive(id: u64, plan: &Plan, thread: &Thread, pacer: &Pacer) {
         key: 0,
     };
     while let Next::Reconnect = slot.connection(plan, thread, pacer).await {}
+    // Open loop: the requests the run wanted from this connection and never got to send.
+    if let (Some(schedule), Some(deadline)) = (&slot.schedule, plan.deadline) {
+        thread.unsent(schedule.due_between(plan.warmup_end, deadline));
+    }
 }
 
 /// A connection slot and the buffers its requests reuse.
@@ -196,7 +200,9 @@ impl Slot {
             // An idle connection wakes up to a tick (`--tick`) after the due time: that lateness
             // is the client's, so latency starts at the write.
             let start = if woke { now } else { due };
-            if plan.past_deadline(now) || (start >= plan.warmup_end && thread.take(1) == 0) {
+            // A request written after the warm-up is recorded, however long before it fell
+            // due: a target that fell behind during the warm-up is charged for it.
+            if plan.past_deadline(now) || (now >= plan.warmup_end && thread.take(1) == 0) {
                 break;
             }
 
@@ -333,7 +339,7 @@ impl Slot {
         let Some(request) = self.in_flight.pop_front() else {
             return false;
         };
-        let recorded = request.start >= plan.warmup_end && !plan.past_deadline(now);
+        let recorded = request.written >= plan.warmup_end && !plan.past_deadline(now);
         let sample = Sample {
             latency: now.saturating_duration_since(request.start),
             service: now.saturating_duration_since(request.written),
@@ -371,10 +377,10 @@ impl Slot {
 
     /// Requests in flight written after the warm-up.
     fn budgeted_in_flight(&self, plan: &Plan) -> usize {
-        // Start times only grow, so the warm-up's requests come first.
+        // Write times only grow, so the warm-up's requests come first.
         let warmup = self
             .in_flight
-            .partition_point(|request| request.start < plan.warmup_end);
+            .partition_point(|request| request.written < plan.warmup_end);
         self.in_flight.len() - warmup
     }
 

@@ -9,7 +9,7 @@
 //!
 //! The tick bounds the cost: each expiry is a wake-up of the thread, which costs the kernel
 //! (and a hypervisor) several microseconds, as does each response that arrives alone rather
-//! than in a burst. With a tick of 1 ms or more, or on the legacy driver (where a timerfd
+//! than in a burst. With a tick of 1 ms, or on the legacy driver (where a timerfd
 //! read would block the thread), the pacer uses monoio's timers instead.
 
 use std::cell::{Cell, RefCell};
@@ -73,7 +73,7 @@ impl Ord for Sleeper {
 }
 
 impl Pacer {
-    /// Ticks at least this long are left to monoio's timers, which tick once a millisecond.
+    /// A tick this long is left to monoio's timers, which tick once a millisecond.
     pub const COARSE: Duration = Duration::from_millis(1);
 
     /// A pacer for this thread that expires at most once a `tick`, and its task, to spawn on

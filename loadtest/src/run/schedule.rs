@@ -40,6 +40,26 @@ impl Schedule {
         self.start + Duration::from_nanos(offset as u64)
     }
 
+    /// How many of this connection's requests from the next one on fall due at or after
+    /// `from` and before `until`.
+    pub fn due_between(&self, from: Instant, until: Instant) -> u64 {
+        // The first of the connection's numbers at or after the one due at `at`.
+        let first_from = |at: Instant| -> u64 {
+            let offset = at.saturating_duration_since(self.start).as_nanos() as f64;
+            let number = (offset / self.gap_ns).ceil().min(u64::MAX as f64) as u64;
+            let number = number.max(self.next);
+            // Round up to this connection's next number (`next` modulo `step`).
+            let behind = (number - self.next) % self.step;
+            if behind == 0 {
+                number
+            } else {
+                number.saturating_add(self.step - behind)
+            }
+        };
+        let (low, high) = (first_from(from), first_from(until));
+        high.saturating_sub(low) / self.step
+    }
+
     /// Takes the next request's slot: the one after it becomes due.
     pub fn advance(&mut self) {
         self.next = self.next.saturating_add(self.step);
@@ -68,6 +88,25 @@ mod tests {
         // 100 requests, one every millisecond, from the start on.
         let expected: Vec<Duration> = (0..100).map(Duration::from_millis).collect();
         assert_eq!(times, expected);
+    }
+
+    #[test]
+    fn counts_the_requests_due_in_a_period() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        // 1,000 a second over 4 connections: connection 1 sends requests 1, 5, 9, ..., due at
+        // 1 ms, 5 ms, 9 ms, ...
+        let mut schedule = Schedule::new(start, 1000.0, 1, 4);
+        assert_eq!(schedule.due_between(start, start + ms(10)), 3); // 1, 5, 9
+        assert_eq!(schedule.due_between(start + ms(2), start + ms(9)), 1); // 5
+        assert_eq!(schedule.due_between(start + ms(5), start + ms(6)), 1); // 5
+        assert_eq!(schedule.due_between(start + ms(6), start + ms(9)), 0);
+        assert_eq!(schedule.due_between(start + ms(9), start + ms(2)), 0);
+        // Only from the next request on: 1 and 5 taken, 9 and 13 left before 14 ms.
+        schedule.advance();
+        schedule.advance();
+        assert_eq!(schedule.due_between(start, start + ms(14)), 2);
+        assert_eq!(schedule.due_between(start, start + ms(1000)), 248);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Stats {
     statuses: Box<[u64]>,
     /// Requests that got no response, by reason.
     pub failures: Failures,
+    /// Open loop: requests due after the warm-up and before the deadline that were never
+    /// sent, because their connection was still waiting for earlier responses.
+    pub unsent: u64,
 }
 
 impl Default for Stats {
@@ -124,6 +127,7 @@ impl Stats {
             by_kind: (0..kinds).map(|_| histogram()).collect(),
             statuses: vec![0; STATUS_CODES].into_boxed_slice(),
             failures: Failures::default(),
+            unsent: 0,
         }
     }
 
@@ -174,6 +178,7 @@ impl Stats {
             *mine += theirs;
         }
         self.failures.add(&other.failures);
+        self.unsent += other.unsent;
     }
 }
 

@@ -61,8 +61,8 @@ pub struct Summary {
     pub setup: Setup,
     /// Responses recorded (any status).
     pub requests: u64,
-    /// The recorded period, in seconds: from the end of the warm-up to the deadline or the last
-    /// response.
+    /// The recorded period, in seconds: from the end of the warm-up to the deadline, or to the
+    /// last response when `--requests` ran out first.
     pub duration_s: f64,
     /// Responses per second over that period.
     pub requests_per_second: f64,
@@ -79,6 +79,10 @@ pub struct Summary {
     pub status: BTreeMap<u16, u64>,
     /// Requests that got no response.
     pub errors: Errors,
+    /// Open loop with `--duration`: requests due in the recorded period that were never
+    /// sent, their connections still waiting for earlier responses at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsent: Option<u64>,
 }
 
 /// Latency figures, in microseconds.
@@ -157,6 +161,7 @@ impl Summary {
                 total: stats.failures.total(),
                 kinds: stats.failures,
             },
+            unsent: stats.service.is_some().then_some(stats.unsent),
         }
     }
 }
@@ -286,7 +291,15 @@ impl fmt::Display for Summary {
         if !first {
             write!(f, ")")?;
         }
-        writeln!(f)
+        writeln!(f)?;
+        if let Some(unsent) = self.unsent.filter(|&unsent| unsent > 0) {
+            writeln!(
+                f,
+                "unsent      {} due and never sent: the target fell behind the rate",
+                plural(unsent, "request", "requests")
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -110,6 +110,16 @@ impl Thread {
         }
     }
 
+    /// Records `count` requests that fell due in the recorded period and were never sent,
+    /// as far as the budget would have let them go.
+    pub fn unsent(&self, count: u64) {
+        let count = match self.budget.get() {
+            Some(left) => count.min(left),
+            None => count,
+        };
+        self.stats.borrow_mut().unsent += count;
+    }
+
     /// Counts `count` failed requests, of which `recorded` are recorded.
     pub fn failure(&self, failure: Failure, count: usize, recorded: usize) {
         self.progress.add_failures(self.index, count as u64);
