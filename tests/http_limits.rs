@@ -120,6 +120,29 @@ fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 }
 
 #[test]
+fn a_connection_that_never_sends_is_closed_after_header_timeout() {
+    let (_echo, gateway) = echo_gateway("header_timeout = \"1s\"\nidle_timeout = \"60s\"", "");
+    let mut silent = Client::connect(gateway.addr());
+    let opened = Instant::now();
+
+    // Closed without an answer (there was no request to answer), long before the idle
+    // timeout; the harness read timeout (15 s) fails the test otherwise.
+    assert!(silent.is_closed());
+    assert!(
+        opened.elapsed() >= Duration::from_millis(500),
+        "closed before the header timeout"
+    );
+
+    // Once a connection has carried a request, it may stay idle for `idle_timeout`.
+    let mut used = Client::connect(gateway.addr());
+    used.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(used.read_response(false).status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    used.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(used.read_response(false).status, 200);
+}
+
+#[test]
 fn connections_over_max_connections_are_closed_at_once() {
     let (_echo, gateway) = echo_gateway("max_connections = 2", "");
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -143,4 +166,20 @@ fn connections_over_max_connections_are_closed_at_once() {
         client.send(request);
         assert_eq!(client.read_response(false).status, 200);
     }
+}
+
+#[test]
+fn an_open_files_limit_below_max_connections_is_warned_of() {
+    let warned = |gateway: &Gateway| {
+        gateway
+            .process
+            .log_lines()
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains("open-files limit is below"))
+    };
+    // No open-files limit reaches a billion descriptors.
+    let (_echo, huge) = echo_gateway("max_connections = 1000000000", "");
+    assert!(warned(&huge), "{:#?}", huge.process.log_lines());
+    let (_echo, small) = echo_gateway("max_connections = 16", "");
+    assert!(!warned(&small), "{:#?}", small.process.log_lines());
 }

@@ -43,9 +43,10 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
         conn.buf = pending;
     }
     let mut fields = Vec::new();
+    let mut fresh = true;
 
     loop {
-        let head = match conn.read_head(&mut fields).await {
+        let head = match conn.read_head(&mut fields, fresh).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(error) => {
@@ -58,6 +59,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
             }
         };
 
+        fresh = false;
         conn.begin_trace();
         let result = conn.exchange(&head).await;
         let keep_alive = match result {
@@ -161,10 +163,21 @@ impl ClientConn {
     }
 
     /// Reads the next request head. `Ok(None)` means the connection ended cleanly: closed by
-    /// the client, idle too long, or asked to drain while idle.
-    async fn read_head(&mut self, fields: &mut Vec<Field>) -> Result<Option<RequestHead>, Error> {
+    /// the client, idle too long, or asked to drain while idle. On a `fresh` connection,
+    /// which has not sent a request yet, idle means silent for `header_timeout`: a client has
+    /// no reason to open a connection and say nothing, and a flood of silent connections
+    /// should not hold the shard's connection slots for a keep-alive's `idle_timeout`.
+    async fn read_head(
+        &mut self,
+        fields: &mut Vec<Field>,
+        fresh: bool,
+    ) -> Result<Option<RequestHead>, Error> {
         let limits = self.shard.limits();
-        let idle_deadline = Instant::now() + limits.idle_timeout;
+        let idle_timeout = match fresh {
+            true => limits.header_timeout.min(limits.idle_timeout),
+            false => limits.idle_timeout,
+        };
+        let idle_deadline = Instant::now() + idle_timeout;
         let mut head_deadline = None;
 
         loop {

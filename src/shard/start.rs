@@ -166,7 +166,7 @@ impl Gateway {
 /// The client keys move out of `config` into the shared key table: with a million keys,
 /// keeping both would double the memory they take.
 pub fn start(mut config: Config) -> Result<Gateway, StartError> {
-    raise_open_files(config.tuning.nofile_limit);
+    let open_files = raise_open_files(config.tuning.nofile_limit);
     let configured = config.gateway.listen;
     let addr = listener::claim(configured).map_err(|error| StartError::Listen {
         addr: configured,
@@ -177,6 +177,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Workers::Count(count) => count,
     };
+    warn_if_open_files_short(open_files, shards, config.gateway.max_connections);
     let cores = if config.tuning.pin_cores {
         core_affinity::get_core_ids()
     } else {
@@ -437,10 +438,39 @@ fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
 }
 
 /// Raises the soft open-files limit toward `wanted` (capped by the hard limit): each client
-/// and upstream connection holds a descriptor.
-fn raise_open_files(wanted: u64) {
+/// and upstream connection holds a descriptor. Returns the limit in force, if known.
+fn raise_open_files(wanted: u64) -> Option<u64> {
     match rlimit::increase_nofile_limit(wanted) {
-        Ok(limit) => tracing::debug!(limit, "open files limit"),
-        Err(err) => tracing::warn!(error = %err, "could not raise the open files limit"),
+        Ok(limit) => {
+            tracing::debug!(limit, "open files limit");
+            Some(limit)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not raise the open files limit");
+            None
+        }
+    }
+}
+
+/// Descriptors kept free of client connections: listeners, the ring, logs, state files and
+/// at least some upstream connections.
+const OPEN_FILES_HEADROOM: u64 = 1024;
+
+/// Warns when the open-files limit runs out before `max_connections` on every shard does:
+/// accepts would then fail (and back off) while the connection limit still allows more,
+/// and upstream connections would find no descriptor either.
+fn warn_if_open_files_short(limit: Option<u64>, shards: usize, max_connections: usize) {
+    let Some(limit) = limit else { return };
+    let clients = (shards as u64).saturating_mul(max_connections as u64);
+    if limit < clients.saturating_add(OPEN_FILES_HEADROOM) {
+        tracing::warn!(
+            limit,
+            shards,
+            max_connections,
+            "the open-files limit is below max_connections on every shard (plus {} for \
+             listeners, files and upstream connections): descriptors run out first; raise \
+             the hard limit (systemd LimitNOFILE, ulimit -Hn) or lower max_connections",
+            OPEN_FILES_HEADROOM
+        );
     }
 }
