@@ -468,6 +468,17 @@ quota = { per_hour = 2 }
         );
     }
 
+    /// The principals `book` lists as changed, taken, in order.
+    fn taken(book: &mut QuotaBook) -> Vec<(bool, u32)> {
+        let mut changed: Vec<(bool, u32)> = book
+            .take_changes()
+            .into_iter()
+            .map(|(tenant, index, _)| (tenant, index))
+            .collect();
+        changed.sort_unstable();
+        changed
+    }
+
     #[test]
     fn changes_name_each_changed_principal_once() {
         let table = table();
@@ -480,12 +491,7 @@ quota = { per_hour = 2 }
                 book.settle(&table, a, T0, reservation, 0);
             }
         }
-        let mut changed: Vec<(bool, u32)> = book
-            .take_changes()
-            .into_iter()
-            .map(|(tenant, index, _)| (tenant, index))
-            .collect();
-        changed.sort_unstable();
+        let changed = taken(&mut book);
         let tenant = a.tenant.expect("a has a tenant");
         assert_eq!(changed, vec![(false, a.index), (true, tenant)]);
         assert!(book.take_changes().is_empty(), "taken changes are gone");
@@ -498,12 +504,7 @@ quota = { per_hour = 2 }
             book.settle(&table, b, at, reservation, 0);
             assert!(book.changed.len() <= 2, "{} listed", book.changed.len());
         }
-        let mut changed: Vec<(bool, u32)> = book
-            .take_changes()
-            .into_iter()
-            .map(|(tenant, index, _)| (tenant, index))
-            .collect();
-        changed.sort_unstable();
+        let changed = taken(&mut book);
         let mut expected = vec![(false, b.index)];
         expected.extend(b.tenant.map(|tenant| (true, tenant)));
         expected.sort_unstable();

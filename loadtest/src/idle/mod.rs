@@ -31,6 +31,7 @@ use tracing::info;
 use crate::run::keys::KeySet;
 use crate::run::request::{RequestArgs, RequestTemplate};
 use crate::run::stats::Failures;
+use crate::run::summary::write_statuses;
 use crate::run::{parse_duration, resolve};
 use conn::{Bell, Opened, Opener, Plan};
 
@@ -320,15 +321,7 @@ impl fmt::Display for Summary {
             "opened      {} connections, one request each, in {:.3} s",
             self.connections, self.open_s
         )?;
-        write!(f, "status      ")?;
-        if self.status.is_empty() {
-            write!(f, "none")?;
-        }
-        for (index, (status, count)) in self.status.iter().enumerate() {
-            let gap = if index == 0 { "" } else { "  " };
-            write!(f, "{gap}{status}: {count}")?;
-        }
-        writeln!(f)?;
+        write_statuses(f, &self.status)?;
         let kinds = &self.errors.kinds;
         writeln!(
             f,

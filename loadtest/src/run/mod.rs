@@ -29,7 +29,7 @@ pub(crate) mod request;
 pub(crate) mod response;
 mod schedule;
 pub(crate) mod stats;
-mod summary;
+pub(crate) mod summary;
 mod worker;
 
 use std::io::{IsTerminal, Write};

@@ -166,6 +166,22 @@ impl Summary {
     }
 }
 
+/// The `status` line of a text summary: each status and its count, or `none`.
+pub(crate) fn write_statuses<K: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    statuses: &BTreeMap<K, u64>,
+) -> fmt::Result {
+    write!(f, "status      ")?;
+    if statuses.is_empty() {
+        write!(f, "none")?;
+    }
+    for (index, (status, count)) in statuses.iter().enumerate() {
+        let gap = if index == 0 { "" } else { "  " };
+        write!(f, "{gap}{status}: {count}")?;
+    }
+    writeln!(f)
+}
+
 impl Latency {
     /// The figures of `histogram`.
     fn of(histogram: &Histogram<u64>) -> Latency {
@@ -264,15 +280,7 @@ impl fmt::Display for Summary {
                 figures.latency_us
             )?;
         }
-        write!(f, "status      ")?;
-        if self.status.is_empty() {
-            write!(f, "none")?;
-        }
-        for (index, (status, count)) in self.status.iter().enumerate() {
-            let gap = if index == 0 { "" } else { "  " };
-            write!(f, "{gap}{status}: {count}")?;
-        }
-        writeln!(f)?;
+        write_statuses(f, &self.status)?;
 
         write!(f, "errors      {}", self.errors.total)?;
         let kinds = &self.errors.kinds;
