@@ -304,7 +304,7 @@ fn a_target_slower_than_the_rate_is_charged_for_what_it_held_back() {
     // 4 connections to a server answering in 200 ms take 20 requests a second at most; the
     // run asks for 200 a second, after a warm-up of 1 s in which the backlog starts.
     let server = SlowServer::start(Duration::from_millis(200), None);
-    let summary = summary(
+    let run = summary(
         &server.addr,
         &[
             "--rate",
@@ -319,14 +319,25 @@ fn a_target_slower_than_the_rate_is_charged_for_what_it_held_back() {
     );
     // What was written after the warm-up is recorded, though it fell due during it, and its
     // latency runs from then: over a second.
-    let requests = summary["requests"].as_u64().unwrap();
-    assert!((20..=48).contains(&requests), "{requests}: {summary}");
-    assert!(ms(&summary, "latency_us", "p50") > 1000.0, "{summary}");
-    assert!(ms(&summary, "service_time_us", "p50") < 400.0, "{summary}");
+    let requests = run["requests"].as_u64().unwrap();
+    assert!((20..=48).contains(&requests), "{requests}: {run}");
+    assert!(ms(&run, "latency_us", "p50") > 1000.0, "{run}");
+    assert!(ms(&run, "service_time_us", "p50") < 400.0, "{run}");
     // None of the 400 requests due in the recorded 2 s was sent: each connection was still
     // working through the warm-up's backlog.
-    assert_eq!(summary["unsent"], 400, "{summary}");
-    assert_eq!(summary["duration_s"], 2.0, "{summary}");
+    assert_eq!(run["unsent"], 400, "{run}");
+    assert_eq!(run["duration_s"], 2.0, "{run}");
+
+    // With a budget of requests, what is unsent is what is left of it, shared by the
+    // connections rather than counted by each.
+    let server = SlowServer::start(Duration::from_millis(200), None);
+    let args = ["--rate", "200", "--connections", "4", "--duration", "2s"];
+    let budgeted = summary(&server.addr, &[&args[..], &["--requests", "100"]].concat());
+    let requests = budgeted["requests"].as_u64().unwrap();
+    let unsent = budgeted["unsent"].as_u64().unwrap();
+    assert!((20..=48).contains(&requests), "{requests}: {budgeted}");
+    assert!(requests + unsent <= 100, "{budgeted}");
+    assert!(unsent >= 40, "{budgeted}");
 }
 
 #[test]
@@ -350,6 +361,95 @@ fn a_target_that_stops_answering_is_measured_to_the_deadline() {
     // The 4 connections each wait for a response; the rest of the 200 due is unsent.
     let unsent = summary["unsent"].as_u64().unwrap();
     assert!((140..=152).contains(&unsent), "{unsent}: {summary}");
+}
+
+#[test]
+fn a_target_that_goes_away_fails_the_requests_due_at_the_rate() {
+    // A server that answers for half a second, then closes its connections and its port.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the server");
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        let until = Instant::now() + Duration::from_millis(500);
+        let served: Vec<_> = (0..2)
+            .filter_map(|_| listener.accept().ok())
+            .map(|(stream, _)| {
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    while Instant::now() < until {
+                        match read_head(&mut reader) {
+                            Some(length) => {
+                                let mut body = vec![0; length];
+                                if reader.read_exact(&mut body).is_err() {
+                                    return;
+                                }
+                                let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                                let _ = writer.write_all(reply);
+                            }
+                            None => continue,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for server in served {
+            let _ = server.join();
+        }
+        // The listener goes with this thread: connects are refused from now on.
+    });
+    let summary = summary(
+        &addr,
+        &["--rate", "100", "--connections", "2", "--duration", "2s"],
+    );
+    // Up to 50 answered; the rest of the 200 due fail to connect, one for each that fell due (not
+    // one every 10 ms of retrying), and are not unsent as well.
+    let requests = summary["requests"].as_u64().unwrap();
+    let failed = summary["errors"]["total"].as_u64().unwrap();
+    let unsent = summary["unsent"].as_u64().unwrap();
+    assert!((10..=55).contains(&requests), "{requests}: {summary}");
+    let accounted = requests + failed + unsent;
+    assert!((190..=202).contains(&accounted), "{accounted}: {summary}");
+    assert!(
+        summary["errors"]["connect"].as_u64().unwrap() >= 100,
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_server_that_stops_reading_cannot_hold_the_run() {
+    // Accepts and never reads: a large request body fills the socket buffers and the write
+    // waits. The run still ends at its deadline, the stuck writes failing at their timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the server");
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().filter_map(Result::ok).collect();
+        drop(held);
+    });
+    let started = Instant::now();
+    let summary = summary(
+        &addr,
+        &[
+            "--rate",
+            "10",
+            "--connections",
+            "1",
+            "--duration",
+            "3s",
+            "--timeout",
+            "1s",
+            "--mix",
+            "body=1",
+            "--body-bytes",
+            "8000000",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{summary}");
+    assert_eq!(summary["requests"], 0, "{summary}");
+    assert!(
+        summary["errors"]["timeout"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
 }
 
 #[test]

@@ -469,7 +469,8 @@ fn warn_if_open_files_short(limit: Option<u64>, shards: usize, max_connections: 
             max_connections,
             "the open-files limit is below max_connections on every shard (plus {} for \
              listeners, files and upstream connections): descriptors run out first; raise \
-             the hard limit (systemd LimitNOFILE, ulimit -Hn) or lower max_connections",
+             the limit (the tuning's nofile_limit, up to the hard limit: systemd \
+             LimitNOFILE, ulimit -Hn) or lower max_connections",
             OPEN_FILES_HEADROOM
         );
     }

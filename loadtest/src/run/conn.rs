@@ -113,7 +113,7 @@ impl Slot {
         if plan.past_deadline(Instant::now()) || thread.exhausted() {
             return Next::Stop;
         }
-        let mut stream = match self.connect(plan, thread).await {
+        let mut stream = match self.connect(plan, thread, pacer).await {
             Ok(stream) => stream,
             Err(next) => return next,
         };
@@ -144,10 +144,26 @@ impl Slot {
             woke = false;
             if count > 0 {
                 sent += count as u64;
-                if let Err(err) = self.flush(&mut stream).await {
-                    debug!(error = %err, "write failed");
-                    self.fail_in_flight(Failure::Io, plan, thread);
-                    return Next::Reconnect;
+                // A server that stops reading must not hold the run past its deadline, nor a
+                // request past its timeout.
+                let until = match plan.deadline {
+                    Some(deadline) => deadline.min(now + plan.timeout),
+                    None => now + plan.timeout,
+                };
+                match monoio::time::timeout_at(until.into(), self.flush(&mut stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        debug!(error = %err, "write failed");
+                        self.fail_in_flight(Failure::Io, plan, thread);
+                        return Next::Reconnect;
+                    }
+                    // Unanswered at the end of the run: not part of it, as in `wait`.
+                    Err(_) if plan.past_deadline(Instant::now()) => return Next::Stop,
+                    Err(_) => {
+                        debug!("write timed out");
+                        self.fail_in_flight(Failure::Timeout, plan, thread);
+                        return Next::Reconnect;
+                    }
                 }
             }
 
@@ -239,8 +255,14 @@ impl Slot {
     }
 
     /// Connects to the target. A failed attempt counts as one failed request, so that a run of
-    /// `--requests` against a server that is down still ends.
-    async fn connect(&mut self, plan: &Plan, thread: &Thread) -> Result<TcpStream, Next> {
+    /// `--requests` against a server that is down still ends; in an open loop it is the request
+    /// due next, and the next attempt waits for the one after it to fall due.
+    async fn connect(
+        &mut self,
+        plan: &Plan,
+        thread: &Thread,
+        pacer: &Pacer,
+    ) -> Result<TcpStream, Next> {
         let started = Instant::now();
         let until = match plan.deadline {
             Some(deadline) => deadline.min(started + plan.timeout),
@@ -266,7 +288,14 @@ impl Slot {
             return Err(Next::Stop);
         }
         thread.failure(Failure::Connect, 1, usize::from(recorded));
-        monoio::time::sleep(CONNECT_BACKOFF).await;
+        let retry = Instant::now() + CONNECT_BACKOFF;
+        match &mut self.schedule {
+            Some(schedule) => {
+                schedule.advance();
+                pacer.sleep_until(retry.max(schedule.due())).await;
+            }
+            None => monoio::time::sleep_until(retry.into()).await,
+        }
         Err(Next::Reconnect)
     }
 

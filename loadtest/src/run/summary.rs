@@ -79,8 +79,8 @@ pub struct Summary {
     pub status: BTreeMap<u16, u64>,
     /// Requests that got no response.
     pub errors: Errors,
-    /// Open loop with `--duration`: requests due in the recorded period that were never
-    /// sent, their connections still waiting for earlier responses at the end.
+    /// Open loop: requests due in the recorded period that were never sent, their connections
+    /// still waiting for earlier responses at the end (0 without `--duration`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsent: Option<u64>,
 }

@@ -111,12 +111,10 @@ impl Thread {
     }
 
     /// Records `count` requests that fell due in the recorded period and were never sent,
-    /// as far as the budget would have let them go.
+    /// as far as the budget would have let them go (and takes them from it, so that the
+    /// connections of a thread share what is left).
     pub fn unsent(&self, count: u64) {
-        let count = match self.budget.get() {
-            Some(left) => count.min(left),
-            None => count,
-        };
+        let count = self.take(count.try_into().unwrap_or(usize::MAX)) as u64;
         self.stats.borrow_mut().unsent += count;
     }
 
