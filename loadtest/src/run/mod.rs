@@ -155,7 +155,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let connections = share(setup.connections, threads, index);
         let ids = next_id..next_id + connections;
         next_id += connections;
-        let budget = budget.map(|total| share(total, threads, index));
+        // The budget goes with the connections, so that every connection has as much to send
+        // and the threads finish together.
+        let budget = budget.map(|total| share_of(total, setup.connections, &ids));
         let (plan, progress, done) = (Arc::clone(&plan), Arc::clone(&progress), done_tx.clone());
         let handle = thread::Builder::new()
             .name(format!("load-{index}"))
@@ -366,6 +368,13 @@ fn share(total: u64, parts: usize, index: usize) -> u64 {
     total / parts + u64::from(index < total % parts)
 }
 
+/// The shares of `total` shared out among `parts` that fall to the parts numbered `range`.
+fn share_of(total: u64, parts: u64, range: &std::ops::Range<u64>) -> u64 {
+    let extra = total % parts;
+    let with_extra = range.end.min(extra).saturating_sub(range.start.min(extra));
+    total / parts * (range.end - range.start) + with_extra
+}
+
 /// The first address `target` (host:port) resolves to.
 pub(crate) fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     target
@@ -465,6 +474,19 @@ mod tests {
             let shares: Vec<u64> = (0..parts).map(|index| share(total, parts, index)).collect();
             assert_eq!(shares.iter().sum::<u64>(), total);
             assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn a_budget_follows_the_connections() {
+        // 500 requests over 7 connections on 3 threads (3, 2 and 2 connections): 71 per
+        // connection and one more for each of the first 3.
+        assert_eq!(share_of(500, 7, &(0..3)), 3 * 71 + 3);
+        assert_eq!(share_of(500, 7, &(3..5)), 2 * 71);
+        assert_eq!(share_of(500, 7, &(5..7)), 2 * 71);
+        for (total, parts, cut) in [(500u64, 7u64, 3u64), (5, 8, 6), (64, 64, 10), (0, 4, 2)] {
+            let halves = share_of(total, parts, &(0..cut)) + share_of(total, parts, &(cut..parts));
+            assert_eq!(halves, total, "{total} over {parts}");
         }
     }
 }
