@@ -17,12 +17,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
-use std::net::TcpStream as StdTcpStream;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use monoio::net::TcpStream;
 use monoio::task::JoinHandle;
 use serde::Serialize;
@@ -32,7 +30,7 @@ use crate::run::keys::KeySet;
 use crate::run::request::{RequestArgs, RequestTemplate};
 use crate::run::stats::Failures;
 use crate::run::summary::write_statuses;
-use crate::run::{parse_duration, resolve};
+use crate::run::{parse_duration, reach};
 use conn::{Bell, Opened, Opener, Plan};
 
 /// Options of `loadtest idle`.
@@ -81,16 +79,9 @@ pub fn run(args: &IdleArgs) -> anyhow::Result<()> {
     if args.timeout.is_zero() {
         anyhow::bail!("--timeout must be longer than 0");
     }
-    let addr = resolve(&args.target)?;
-    // A wrong address fails here, once, rather than as a connect error per connection.
-    StdTcpStream::connect_timeout(&addr, args.timeout)
-        .with_context(|| format!("cannot connect to {}", args.target))?;
+    let addr = reach(&args.target, args.timeout)?;
 
-    let keys = match (&args.keys_file, args.keys) {
-        (Some(path), _) => Some(KeySet::from_file(path)?),
-        (None, Some(count)) => Some(KeySet::numbered(&args.keys_prefix, count)?),
-        (None, None) => None,
-    };
+    let keys = KeySet::chosen(args.keys_file.as_deref(), args.keys, &args.keys_prefix)?;
     let key_count = keys.as_ref().map_or(1, KeySet::len);
     let body = args.request.body()?;
     let template = RequestTemplate::new(

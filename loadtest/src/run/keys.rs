@@ -29,6 +29,20 @@ pub enum KeySet {
 }
 
 impl KeySet {
+    /// The keys the options name: those in `file`, else `count` numbered ones after
+    /// `prefix`, else none.
+    pub fn chosen(
+        file: Option<&Path>,
+        count: Option<u64>,
+        prefix: &str,
+    ) -> anyhow::Result<Option<KeySet>> {
+        Ok(match (file, count) {
+            (Some(path), _) => Some(KeySet::from_file(path)?),
+            (None, Some(count)) => Some(KeySet::numbered(prefix, count)?),
+            (None, None) => None,
+        })
+    }
+
     /// Reads one key per line from `path`, skipping blank lines. Surrounding whitespace is
     /// trimmed; a key must be visible ASCII, to go unchanged in a header field.
     pub fn from_file(path: &Path) -> anyhow::Result<KeySet> {

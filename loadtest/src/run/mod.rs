@@ -217,16 +217,9 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
     if args.timeout.is_zero() || args.duration.is_some_and(|duration| duration.is_zero()) {
         bail!("--timeout and --duration must be longer than 0");
     }
-    let addr = resolve(&args.target)?;
-    // A wrong address fails here, once, rather than as a connect error per request.
-    TcpStream::connect_timeout(&addr, args.timeout)
-        .with_context(|| format!("cannot connect to {}", args.target))?;
+    let addr = reach(&args.target, args.timeout)?;
 
-    let keys = match (&args.keys_file, args.keys) {
-        (Some(path), _) => Some(KeySet::from_file(path)?),
-        (None, Some(count)) => Some(KeySet::numbered(&args.keys_prefix, count)?),
-        (None, None) => None,
-    };
+    let keys = KeySet::chosen(args.keys_file.as_deref(), args.keys, &args.keys_prefix)?;
     let picker = match &keys {
         Some(keys) => Some(KeyPicker::new(keys.len(), args.key_dist, args.zipf_s)?),
         None => None,
@@ -375,8 +368,17 @@ fn share_of(total: u64, parts: u64, range: &std::ops::Range<u64>) -> u64 {
     total / parts * (range.end - range.start) + with_extra
 }
 
+/// The address of `target` (host:port), once a connection to it has been made: a wrong
+/// address fails here, once, rather than as a connect error per connection or request.
+pub(crate) fn reach(target: &str, timeout: Duration) -> anyhow::Result<SocketAddr> {
+    let addr = resolve(target)?;
+    TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {target}"))?;
+    Ok(addr)
+}
+
 /// The first address `target` (host:port) resolves to.
-pub(crate) fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     target
         .to_socket_addrs()
         .with_context(|| format!("--target {target:?} is not host:port"))?
