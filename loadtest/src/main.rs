@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 mod files;
 mod idle;
+mod interrupt;
 mod mock;
 mod run;
 mod runtime;

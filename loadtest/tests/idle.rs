@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,13 +20,22 @@ use support::Mock;
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `command`, failing the test past `RUN_LIMIT`.
-fn finish(mut command: Command) -> Output {
-    let mut child = command
+fn finish(command: Command) -> Output {
+    wait(spawn(command))
+}
+
+/// Starts `command` with its output piped.
+fn spawn(mut command: Command) -> Child {
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start loadtest idle");
+        .expect("start loadtest idle")
+}
+
+/// Waits for `child` to end, failing the test past `RUN_LIMIT`.
+fn wait(mut child: Child) -> Output {
     let started = Instant::now();
     while child.try_wait().expect("poll loadtest idle").is_none() {
         if started.elapsed() > RUN_LIMIT {
@@ -232,6 +241,43 @@ fn connections_the_server_closes_are_counted_and_end_the_hold_early() {
     assert_eq!(summary["held"], 0);
     assert_eq!(summary["errors"]["total"], 0);
     assert_eq!(server.when_all_closed().requests.len(), 20);
+}
+
+#[test]
+fn sigterm_ends_the_hold_and_closes_the_connections() {
+    let server = Server::start(None, None);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    command.args([
+        "idle",
+        "--target",
+        &server.addr.to_string(),
+        "--json",
+        "--connections",
+        "30",
+        "--hold",
+        "10m",
+    ]);
+    let idle = spawn(command);
+    {
+        let (seen, changed) = &*server.seen;
+        let seen = changed
+            .wait_timeout_while(seen.lock().unwrap(), RUN_LIMIT, |seen| seen.open < 30)
+            .unwrap();
+        assert_eq!(seen.0.open, 30, "connections open before the signal");
+    }
+    support::signal(idle.id(), "TERM");
+    let output = wait(idle);
+
+    assert_eq!(
+        output.status.code(),
+        Some(143),
+        "a shell's status for SIGTERM"
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["interrupted"], "SIGTERM");
+    assert_eq!(summary["held"], 30);
+    assert!(summary["hold_s"].as_f64().unwrap() < 60.0);
+    assert_eq!(server.when_all_closed().requests.len(), 30);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,26 +19,35 @@ use support::Mock;
 /// How long any one `loadtest run` may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs `loadtest run --target TARGET --warmup 0s ARGS`, failing the test past `RUN_LIMIT`.
-fn loadtest(target: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+/// Starts `loadtest run --target TARGET --warmup 0s ARGS`.
+fn start(target: &str, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["run", "--target", target, "--warmup", "0s"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start loadtest run");
+        .expect("start loadtest run")
+}
+
+/// Waits for `child` to end, failing the test past `RUN_LIMIT`.
+fn finish(mut child: Child) -> Output {
     let started = Instant::now();
     while child.try_wait().expect("poll loadtest run").is_none() {
         if started.elapsed() > RUN_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("loadtest run {args:?} did not end within {RUN_LIMIT:?}");
+            panic!("loadtest run did not end within {RUN_LIMIT:?}");
         }
         thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("collect loadtest run")
+}
+
+/// Runs `loadtest run --target TARGET --warmup 0s ARGS`, failing the test past `RUN_LIMIT`.
+fn loadtest(target: &str, args: &[&str]) -> Output {
+    finish(start(target, args))
 }
 
 /// Runs with `--json` and returns the summary.
@@ -129,6 +138,53 @@ fn a_duration_run_records_after_the_warmup() {
     // The progress line is on stderr, never on stdout.
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("requests_per_second"));
+}
+
+#[test]
+fn sigint_ends_a_run_early_with_the_summary_of_what_was_recorded() {
+    let mock = Mock::start(&[]);
+    let mut run = start(
+        &mock.addr.to_string(),
+        &[
+            "--duration",
+            "10m",
+            "--connections",
+            "4",
+            "--json",
+            "--progress",
+        ],
+    );
+    // The first progress line comes after a second of load.
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("req/s") {
+        line.clear();
+        let read = stderr.read_line(&mut line).expect("read loadtest's stderr");
+        assert!(
+            read > 0,
+            "loadtest run ended before its first progress line"
+        );
+    }
+    support::signal(run.id(), "INT");
+    let output = finish(run);
+
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "a shell's status for SIGINT"
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["interrupted"], "SIGINT");
+    let duration = summary["duration_s"].as_f64().unwrap();
+    assert!((1.0..60.0).contains(&duration), "{duration}");
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!(requests > 0);
+    assert_eq!(
+        statuses(&summary),
+        BTreeMap::from([("200".to_owned(), requests)])
+    );
+    // Requests in flight at the signal are dropped, not counted as failed.
+    assert_eq!(summary["errors"]["total"], 0);
 }
 
 #[test]

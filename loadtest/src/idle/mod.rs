@@ -9,7 +9,8 @@
 //! no CPU. `--concurrency` openers take connections in turn, so that no more than that many
 //! connects wait in the server's accept queue at once. The hold starts once every connection
 //! has been answered or has failed; on stderr a log line `holding` marks it, and another,
-//! `hold over`, its end. It ends early when no connection is left open.
+//! `hold over`, its end. It ends early when no connection is left open, and on SIGINT or
+//! SIGTERM (then with the exit status a shell gives a process that signal ended).
 
 mod conn;
 
@@ -26,6 +27,7 @@ use monoio::task::JoinHandle;
 use serde::Serialize;
 use tracing::info;
 
+use crate::interrupt::{self, Interrupt};
 use crate::run::keys::KeySet;
 use crate::run::request::{RequestArgs, RequestTemplate};
 use crate::run::stats::Failures;
@@ -80,6 +82,7 @@ pub fn run(args: &IdleArgs) -> anyhow::Result<()> {
         anyhow::bail!("--timeout must be longer than 0");
     }
     let addr = reach(&args.target, args.timeout)?;
+    let interrupt = Interrupt::install()?;
 
     let keys = KeySet::chosen(args.keys_file.as_deref(), args.keys, &args.keys_prefix)?;
     let key_count = keys.as_ref().map_or(1, KeySet::len);
@@ -102,16 +105,22 @@ pub fn run(args: &IdleArgs) -> anyhow::Result<()> {
     let openers = args.concurrency.min(connections);
     let tally = crate::runtime::block_on(|driver| {
         info!(driver, connections, openers, "opening");
-        hold(plan, connections, key_count, openers, args.hold)
+        hold(plan, connections, key_count, openers, args.hold, &interrupt)
     })?;
 
-    let summary = Summary::new(args, tally);
+    let signal = interrupt.signal();
+    let mut summary = Summary::new(args, tally);
+    summary.interrupted = signal.map(interrupt::name);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &summary)?;
         writeln!(stdout)?;
     } else {
         write!(stdout, "{summary}")?;
+    }
+    stdout.flush()?;
+    if let Some(signal) = signal {
+        std::process::exit(interrupt::exit_status(signal));
     }
     Ok(())
 }
@@ -154,8 +163,15 @@ struct Run {
 }
 
 /// Opens the connections with `openers` openers; holds them for `hold`, or until none is left
-/// open; then closes them.
-async fn hold(plan: Plan, connections: u64, key_count: u64, openers: u64, hold: Duration) -> Tally {
+/// open or `interrupt` is raised; then closes them.
+async fn hold(
+    plan: Plan,
+    connections: u64,
+    key_count: u64,
+    openers: u64,
+    hold: Duration,
+    interrupt: &Interrupt,
+) -> Tally {
     let run = Rc::new(Run {
         plan,
         connections,
@@ -170,9 +186,17 @@ async fn hold(plan: Plan, connections: u64, key_count: u64, openers: u64, hold: 
     let openers: Vec<_> = (0..openers)
         .map(|_| monoio::spawn(open_in_turn(Rc::clone(&run))))
         .collect();
-    for opener in openers {
-        opener.await;
-    }
+    let opening = async {
+        for opener in openers {
+            opener.await;
+        }
+    };
+    // Interrupted while opening, the run holds nothing: the openers are left where they are,
+    // and the connections open so far are closed.
+    let interrupted = monoio::select! {
+        () = opening => false,
+        () = interrupt.raised() => true,
+    };
 
     let hold_start = Instant::now();
     let open = {
@@ -181,11 +205,14 @@ async fn hold(plan: Plan, connections: u64, key_count: u64, openers: u64, hold: 
         tally.open_time = hold_start - started;
         tally.open
     };
-    info!(connections = open, hold_s = hold.as_secs_f64(), "holding");
-    if open > 0 {
+    if !interrupted {
+        info!(connections = open, hold_s = hold.as_secs_f64(), "holding");
+    }
+    if open > 0 && !interrupted {
         monoio::select! {
             _ = monoio::time::sleep_until((hold_start + hold).into()) => {}
             _ = run.emptied.wait() => {}
+            _ = interrupt.raised() => {}
         }
     }
 
@@ -266,6 +293,9 @@ struct Summary {
     held: u64,
     /// How long the hold lasted, in seconds.
     hold_s: f64,
+    /// The signal that ended the run early, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interrupted: Option<&'static str>,
 }
 
 /// Failures with their total.
@@ -296,6 +326,7 @@ impl Summary {
             closed: tally.closed,
             held: tally.held,
             hold_s: tally.hold_time.as_secs_f64(),
+            interrupted: None,
         }
     }
 }
@@ -329,6 +360,10 @@ impl fmt::Display for Summary {
             "closed      {} by the server after answering",
             self.closed
         )?;
-        writeln!(f, "held        {} for {:.3} s", self.held, self.hold_s)
+        writeln!(f, "held        {} for {:.3} s", self.held, self.hold_s)?;
+        if let Some(signal) = self.interrupted {
+            writeln!(f, "interrupted by {signal}")?;
+        }
+        Ok(())
     }
 }

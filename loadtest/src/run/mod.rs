@@ -43,6 +43,7 @@ use anyhow::{bail, Context};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
+use crate::interrupt::{self, Interrupt};
 use keys::{KeyDist, KeyPicker, KeyScope, KeySet};
 use mix::{Kind, MixSpec};
 use request::{Method, RequestArgs, RequestTemplate};
@@ -139,7 +140,9 @@ pub struct RunArgs {
     pub progress: bool,
 }
 
-/// Runs the load as `args` say, then prints the summary.
+/// Runs the load as `args` say, then prints the summary. SIGINT or SIGTERM ends the run early
+/// with the summary of what was recorded until then, and the exit status a shell gives a
+/// process that signal ended.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (plan, setup, budget) = prepare(args)?;
     let threads = setup.threads;
@@ -186,16 +189,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     // A run that went to its deadline is measured to it, whatever was answered (a target
     // that stopped answering must not look fast); one that spent its `--requests` first ends
-    // with its last response.
+    // with its last response, and an interrupted one when its threads saw the signal.
+    let signal = plan.interrupt.signal();
     let spent = budget.is_some_and(|total| stats.responses() + stats.failures.total() >= total);
     if let Some(deadline) = plan.deadline {
-        finished = if spent {
+        finished = if spent || signal.is_some() {
             finished.min(deadline)
         } else {
             deadline
         };
     }
-    let summary = Summary::new(setup, &stats, finished - plan.warmup_end);
+    let mut summary = Summary::new(setup, &stats, finished - plan.warmup_end);
+    summary.interrupted = signal.map(interrupt::name);
 
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -203,6 +208,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         writeln!(stdout)?;
     } else {
         write!(stdout, "{summary}")?;
+    }
+    stdout.flush()?;
+    if let Some(signal) = signal {
+        std::process::exit(interrupt::exit_status(signal));
     }
     Ok(())
 }
@@ -218,6 +227,7 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         bail!("--timeout and --duration must be longer than 0");
     }
     let addr = reach(&args.target, args.timeout)?;
+    let interrupt = Interrupt::install()?;
 
     let keys = KeySet::chosen(args.keys_file.as_deref(), args.keys, &args.keys_prefix)?;
     let picker = match &keys {
@@ -274,6 +284,7 @@ fn prepare(args: &RunArgs) -> anyhow::Result<(Plan, Setup, Option<u64>)> {
         tick: args.tick,
         connections: args.connections,
         start,
+        interrupt,
     };
     let setup = Setup {
         target: args.target.clone(),

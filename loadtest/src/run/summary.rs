@@ -83,6 +83,10 @@ pub struct Summary {
     /// still waiting for earlier responses at the end (0 without `--duration`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsent: Option<u64>,
+    /// The signal that ended the run early, if one did: the recorded period ends with it, and
+    /// requests then in flight count neither as answered nor as failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<&'static str>,
 }
 
 /// Latency figures, in microseconds.
@@ -149,7 +153,7 @@ impl Summary {
             requests,
             duration_s: (seconds * 1000.0).round() / 1000.0,
             requests_per_second: if seconds > 0.0 {
-                (requests as f64 / seconds).round()
+                rounded_rate(requests as f64 / seconds)
             } else {
                 0.0
             },
@@ -162,8 +166,16 @@ impl Summary {
                 kinds: stats.failures,
             },
             unsent: stats.service.is_some().then_some(stats.unsent),
+            interrupted: None,
         }
     }
+}
+
+/// A rate in requests a second, rounded to what a reader can use: a tenth above 100 a second,
+/// a thousandth below (a slow open loop's 0.5 a second must not read 0 or 1).
+fn rounded_rate(rate: f64) -> f64 {
+    let scale = if rate >= 100.0 { 10.0 } else { 1000.0 };
+    (rate * scale).round() / scale
 }
 
 /// The `status` line of a text summary: each status and its count, or `none`.
@@ -307,6 +319,12 @@ impl fmt::Display for Summary {
                 plural(unsent, "request", "requests")
             )?;
         }
+        if let Some(signal) = self.interrupted {
+            writeln!(
+                f,
+                "interrupted by {signal}: recorded until then; requests in flight not counted"
+            )?;
+        }
         Ok(())
     }
 }
@@ -442,5 +460,33 @@ mod tests {
         );
         assert!(text.contains("status      none\n"), "{text}");
         assert!(text.contains("errors      0\n"), "{text}");
+        assert!(!text.contains("interrupted"), "{text}");
+    }
+
+    #[test]
+    fn slow_rates_keep_their_fractions() {
+        let mut stats = Stats::new();
+        for micros in [100, 200, 300] {
+            stats.response(200, sample(micros));
+        }
+        let summary = Summary::new(setup(), &stats, Duration::from_secs(6));
+        assert_eq!(summary.requests_per_second, 0.5);
+        assert!(summary.to_string().contains("3 in 6.000 s, 0.5 req/s\n"));
+        let third = Summary::new(setup(), &stats, Duration::from_secs(9));
+        assert_eq!(third.requests_per_second, 0.333);
+        assert_eq!(rounded_rate(123_456.78), 123_456.8);
+    }
+
+    #[test]
+    fn an_interrupted_run_says_so() {
+        let mut summary = Summary::new(setup(), &stats(), Duration::from_millis(500));
+        summary.interrupted = Some("SIGINT");
+        assert!(summary.to_string().ends_with(
+            "interrupted by SIGINT: recorded until then; requests in flight not counted\n"
+        ));
+        let value = serde_json::to_value(&summary).unwrap();
+        assert_eq!(value["interrupted"], "SIGINT");
+        let uninterrupted = Summary::new(setup(), &stats(), Duration::from_millis(500));
+        assert!(serde_json::to_value(&uninterrupted).unwrap()["interrupted"].is_null());
     }
 }

@@ -1,5 +1,5 @@
 //! One load thread: a monoio runtime driving its share of the connections, each a task, until
-//! the run's end (its deadline, or its share of `--requests` answered).
+//! the run's end (its deadline, its share of `--requests` answered, or SIGINT or SIGTERM).
 //!
 //! The connections of a thread share its [`Thread`]: the request budget and the recorded
 //! stats, in cells, since they run on this thread alone. Threads share only the read-only
@@ -20,6 +20,7 @@ use super::mix;
 use super::pacer::Pacer;
 use super::request::RequestTemplate;
 use super::stats::{Failure, Progress, Sample, Stats};
+use crate::interrupt::Interrupt;
 
 /// What every connection of a run does; read-only once the run starts.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub struct Plan {
     pub connections: u64,
     /// When the run (its warm-up) starts: the open loop's first request is due then.
     pub start: Instant,
+    /// Raised by SIGINT or SIGTERM: the run ends at once.
+    pub interrupt: Interrupt,
 }
 
 impl Plan {
@@ -172,14 +175,26 @@ pub fn run(
                 monoio::spawn(async move { conn::drive(id, &plan, &thread, &pacer).await })
             })
             .collect();
-        for task in tasks {
-            task.await;
-        }
+        let connections = async {
+            for task in tasks {
+                task.await;
+            }
+        };
+        let interrupted = monoio::select! {
+            () = connections => false,
+            // The connections are abandoned where they are, with the runtime: a request in
+            // flight counts neither as answered nor as failed.
+            () = plan.interrupt.raised() => true,
+        };
         // An open-loop connection may sleep past the last response before it sees the run
         // is over: the recorded period ends with that response.
+        let last_response = thread.last_response.get();
         Outcome {
             stats: thread.stats.take(),
-            finished: thread.last_response.get().unwrap_or_else(Instant::now),
+            finished: match last_response {
+                Some(at) if !interrupted => at,
+                _ => Instant::now(),
+            },
         }
     })
 }

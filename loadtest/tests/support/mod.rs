@@ -224,3 +224,12 @@ pub fn exchange(mock: &Mock, request: &str) -> Response {
     stream.write_all(request.as_bytes()).unwrap();
     Reader::new(stream).response()
 }
+
+/// Sends signal `name` (INT, TERM, ...) to process `pid`, with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
