@@ -182,6 +182,14 @@ pub fn lifecycle_definition(route: &Route) -> Definition {
     out
 }
 
+/// The `id` of a provider key's definition ("" without one).
+pub fn definition_id(definition: &Definition) -> &str {
+    definition
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 /// The provider key `definition` defines for `upstream`, validated as the config validates
 /// provider keys. Only an inline `secret` is taken: the admin API reads no files or
 /// variables on the gateway's host.

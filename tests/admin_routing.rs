@@ -233,3 +233,71 @@ fn an_added_provider_key_is_used_at_once_and_kept() {
         .iter()
         .all(|l| !l.contains("sk-added-b")));
 }
+
+#[test]
+fn an_added_provider_key_is_removed_at_once_and_for_good() {
+    let echo = Echo::start("up");
+    let bare = format!(
+        "[[upstream]]\nname = \"bare\"\nprovider = \"openai\"\nendpoints = [\"http://{}\"]\n",
+        echo.addr()
+    );
+    let gateway = Gateway::start_with_env(&config(echo.addr(), &bare), ENV);
+    let admin = gateway.admin_addr();
+    for (upstream, id) in [("echo", "b"), ("bare", "c")] {
+        let body = format!(r#"{{"id":"{id}","secret":"sk-added-{id}"}}"#);
+        let path = format!("/admin/upstreams/{upstream}/keys");
+        let added = call(admin, "POST", &path, Some(&body));
+        assert_eq!(added.status, 201, "{}", added.body_text());
+    }
+
+    let removed = call(admin, "DELETE", "/admin/upstreams/echo/keys/b", None);
+    assert_eq!(removed.status, 200, "{}", removed.body_text());
+    assert_eq!(removed.json()["removed"], true);
+    // No shard uses it any more: every request goes out with the file's key.
+    let before = echo.seen().len();
+    for _ in 0..6 {
+        assert_eq!(get(&gateway, "/v1/x").status, 200);
+    }
+    let used: Vec<String> = echo.seen()[before..]
+        .iter()
+        .flat_map(|seen| seen.values("authorization").into_iter().map(str::to_owned))
+        .collect();
+    assert_eq!(used, vec!["Bearer sk-a"; 6]);
+
+    let refusals: &[(&str, u16, &str)] = &[
+        ("/admin/upstreams/echo/keys/b", 404, "echo/b"),
+        ("/admin/upstreams/nope/keys/b", 404, "nope"),
+        ("/admin/upstreams/echo/keys/a", 409, "config file"),
+        ("/admin/upstreams/bare/keys/c", 409, "last provider key"),
+    ];
+    for (path, status, says) in refusals {
+        let response = call(admin, "DELETE", path, None);
+        assert_eq!(response.status, *status, "{path}: {}", response.body_text());
+        let message = response.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    let wrong_method = call(admin, "PUT", "/admin/upstreams/echo/keys/a", None);
+    assert_eq!(wrong_method.status, 405);
+
+    // Gone across a restart, and its secret gone from the state directory.
+    let gateway = gateway.restart(ENV);
+    let listed = call(gateway.admin_addr(), "GET", "/admin/upstreams", None).json();
+    let ids = |index: usize| -> Vec<String> {
+        listed["upstreams"][index]["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        (ids(0), ids(1)),
+        (vec!["a".to_owned()], vec!["c".to_owned()])
+    );
+    let kept = std::fs::read_to_string(gateway.dir.0.join("state/overrides.json")).unwrap();
+    assert!(!kept.contains("sk-added-b"), "{kept}");
+    assert!(kept.contains("sk-added-c"), "{kept}");
+}

@@ -125,6 +125,9 @@ pub(super) fn answer(state: &AdminState, head: &RequestHead, body: &[u8]) -> Ans
                 ["upstreams", name, "keys"] if post => {
                     super::routing::add_provider_key(state, name, body)
                 }
+                ["upstreams", name, "keys", id] if head.method_bytes() == b"DELETE" => {
+                    super::routing::remove_provider_key(state, name, id)
+                }
                 _ => admin(state, rest, get, post),
             },
         },
@@ -189,7 +192,10 @@ fn admin(state: &AdminState, path: &[&str], get: bool, post: bool) -> Answer {
             let now = Clock::default().now();
             Answer::json(200, &describe_key(pool, index, now))
         }
-        ["upstreams"] | ["upstreams", _, "keys", _, "enable" | "disable"] => method_not_allowed(),
+        ["upstreams"]
+        | ["upstreams", _, "keys"]
+        | ["upstreams", _, "keys", _]
+        | ["upstreams", _, "keys", _, "enable" | "disable"] => method_not_allowed(),
         _ => Answer::error(404, "not_found", "no such admin path"),
     }
 }

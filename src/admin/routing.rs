@@ -1,5 +1,5 @@
 //! The admin API's routes and added provider keys: list routes with their states, set a
-//! route's lifecycle, add a provider key to an upstream. The work is
+//! route's lifecycle, add a provider key to an upstream and remove it again. The work is
 //! [`crate::shard::ControlPlane`]'s; this maps bodies to it and its answers to JSON.
 
 use serde_json::{json, Value};
@@ -60,11 +60,7 @@ pub(super) fn add_provider_key(state: &AdminState, name: &str, body: &[u8]) -> A
         Ok(key) => key,
         Err(err) => return super::clients::failed(&err),
     };
-    let id = key
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let id = crate::overrides::definition_id(&key).to_owned();
     match state.plane.add_provider_key(name, key) {
         Ok(()) => {
             tracing::info!(upstream = %name, key = %id, "provider key added by the admin API");
@@ -75,6 +71,18 @@ pub(super) fn add_provider_key(state: &AdminState, name: &str, body: &[u8]) -> A
                 .and_then(|pool| Some((pool, pool.position(&id)?)))
                 .map(|(pool, index)| super::routes::describe_key(pool, index, now()));
             Answer::json(201, &described.unwrap_or_else(|| json!({ "id": id })))
+        }
+        Err(err) => failed(&err),
+    }
+}
+
+/// Answers `DELETE /admin/upstreams/{name}/keys/{id}`: removes a provider key the admin API
+/// added.
+pub(super) fn remove_provider_key(state: &AdminState, name: &str, id: &str) -> Answer {
+    match state.plane.remove_provider_key(name, id) {
+        Ok(()) => {
+            tracing::info!(upstream = %name, key = %id, "provider key removed by the admin API");
+            Answer::json(200, &json!({ "upstream": name, "id": id, "removed": true }))
         }
         Err(err) => failed(&err),
     }

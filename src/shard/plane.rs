@@ -234,6 +234,56 @@ impl ControlPlane {
         self.apply_overrides(&mut state, overrides)
     }
 
+    /// Removes the provider key `id`, added through the admin API, from the upstream `name`:
+    /// no shard picks it from the answer on (an attempt already under way ends on it), and
+    /// its secret leaves `state_dir`. A key of the config file is removed there (and the file
+    /// reloaded); an upstream's last key cannot go, since an upstream without keys forwards
+    /// its clients' own credentials: add another first, or disable it.
+    pub fn remove_provider_key(&self, name: &str, id: &str) -> Result<(), ReloadError> {
+        let mut state = self.lock();
+        let Some(upstream) = state.effective.upstream(name) else {
+            return Err(ClientsError::NotFound {
+                what: "upstream",
+                name: name.to_owned(),
+            }
+            .into());
+        };
+        if !upstream.keys.iter().any(|key| key.id == id) {
+            return Err(ClientsError::NotFound {
+                what: "provider key",
+                name: format!("{name}/{id}"),
+            }
+            .into());
+        }
+        let in_file = state
+            .file
+            .upstream(name)
+            .is_some_and(|file| file.keys.iter().any(|key| key.id == id));
+        let mut overrides = state.overrides.clone();
+        let added = overrides.provider_keys.get_mut(name);
+        let position = added.as_ref().and_then(|added| {
+            added
+                .iter()
+                .position(|key| overrides::definition_id(key) == id)
+        });
+        let (Some(added), Some(position), false) = (added, position, in_file) else {
+            return Err(from_the_file(name, id));
+        };
+        if upstream.keys.len() == 1 {
+            let message = format!(
+                "{id} is the last provider key of upstream {name}: without keys the upstream \
+                 would forward its clients' own credentials; add another key first, or disable \
+                 this one"
+            );
+            return Err(ClientsError::Conflict(message).into());
+        }
+        added.remove(position);
+        if added.is_empty() {
+            overrides.provider_keys.remove(name);
+        }
+        self.apply_overrides(&mut state, overrides)
+    }
+
     /// Saves `overrides` and puts the file with them in effect.
     fn apply_overrides(&self, state: &mut State, overrides: Overrides) -> Result<(), ReloadError> {
         let mut effective = state.file.clone_without_keys();
@@ -356,4 +406,13 @@ fn restart_only(running: &Config, config: &Config) -> Vec<&'static str> {
         .filter(|(_, changed)| *changed)
         .map(|(name, _)| name)
         .collect()
+}
+
+/// The refusal to remove a provider key that the config file defines.
+fn from_the_file(name: &str, id: &str) -> ReloadError {
+    let message = format!(
+        "provider key {id} of upstream {name} comes from the config file: remove it there and \
+         reload (the admin API removes only the keys it added)"
+    );
+    ClientsError::Conflict(message).into()
 }
