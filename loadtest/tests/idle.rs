@@ -281,6 +281,61 @@ fn sigterm_ends_the_hold_and_closes_the_connections() {
 }
 
 #[test]
+fn a_signal_while_opening_counts_what_was_not_opened() {
+    // A server that answers its first 10 connections and then stops answering: with 4
+    // openers, 4 connections wait for an answer and 16 are never begun. (The first connection
+    // it accepts is the start's check that the target can be reached.)
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let counter = Arc::clone(&accepted);
+    thread::spawn(move || {
+        let mut silent = Vec::new();
+        for (index, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            if index <= 10 {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+            silent.push(stream);
+            let (count, changed) = &*counter;
+            *count.lock().unwrap() += 1;
+            changed.notify_all();
+        }
+    });
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    command.args(["idle", "--target", &addr.to_string(), "--connections", "30"]);
+    command.args(["--concurrency", "4", "--hold", "10m"]);
+    let idle = spawn(command);
+    {
+        let (count, changed) = &*accepted;
+        let count = changed
+            .wait_timeout_while(count.lock().unwrap(), RUN_LIMIT, |count| *count < 15)
+            .unwrap();
+        assert_eq!(*count.0, 15, "connections accepted before the signal");
+    }
+    support::signal(idle.id(), "INT");
+    let output = support::finish(idle, RUN_LIMIT);
+
+    assert_eq!(output.status.code(), Some(130));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "opened      10 of 30 connections, one request each, in ",
+        "status      200: 10\n",
+        "errors      0 ",
+        "held        10 for 0.000 s\n",
+        "interrupted by SIGINT\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+}
+
+#[test]
 fn failures_are_counted_by_kind() {
     // A server that closes every connection without answering.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

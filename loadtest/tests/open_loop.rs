@@ -31,7 +31,7 @@ fn loadtest(target: &str, args: &[&str]) -> Output {
     } else {
         &["--warmup", "0s"]
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["run", "--target", target])
         .args(warmup)
         .args(args)
@@ -40,16 +40,7 @@ fn loadtest(target: &str, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start loadtest run");
-    let started = Instant::now();
-    while child.try_wait().expect("poll loadtest run").is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("loadtest run {args:?} did not end within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect loadtest run")
+    support::finish(child, RUN_LIMIT)
 }
 
 /// Runs with `--json` and returns the summary.
@@ -361,6 +352,61 @@ fn a_target_that_stops_answering_is_measured_to_the_deadline() {
     // The 4 connections each wait for a response; the rest of the 200 due is unsent.
     let unsent = summary["unsent"].as_u64().unwrap();
     assert!((140..=152).contains(&unsent), "{unsent}: {summary}");
+}
+
+#[test]
+fn an_interrupted_open_loop_counts_what_it_never_sent() {
+    // As above, 50 answers and then a stall; the run is interrupted after 2 s instead.
+    let stall = Stall {
+        after: 50,
+        length: Duration::from_secs(60),
+    };
+    let server = SlowServer::start(Duration::from_millis(1), Some(stall));
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "run",
+            "--target",
+            &server.addr,
+            "--warmup",
+            "0s",
+            "--rate",
+            "100",
+        ])
+        .args([
+            "--connections",
+            "4",
+            "--duration",
+            "10m",
+            "--json",
+            "--progress",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadtest run");
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    support::wait_for_line(&mut stderr, "req/s");
+    support::wait_for_line(&mut stderr, "req/s");
+    support::signal(run.id(), "INT");
+    let output = support::finish(run, RUN_LIMIT);
+
+    assert_eq!(output.status.code(), Some(130));
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["interrupted"], "SIGINT");
+    let duration = summary["duration_s"].as_f64().unwrap();
+    assert!((1.9..30.0).contains(&duration), "{summary}");
+    // Of the 100 a second due until the signal, the 50 answered and the 4 held by the stall
+    // were sent; every other one is unsent.
+    let requests = summary["requests"].as_u64().unwrap();
+    let unsent = summary["unsent"].as_u64().unwrap();
+    assert!((45..=50).contains(&requests), "{summary}");
+    let due = 100.0 * duration;
+    let accounted = (requests + unsent + 4) as f64;
+    assert!(
+        (due - 6.0..=due + 2.0).contains(&accounted),
+        "{due} due: {summary}"
+    );
 }
 
 #[test]

@@ -109,8 +109,7 @@ pub fn run(args: &IdleArgs) -> anyhow::Result<()> {
     })?;
 
     let signal = interrupt.signal();
-    let mut summary = Summary::new(args, tally);
-    summary.interrupted = signal.map(interrupt::name);
+    let summary = Summary::new(args, tally, signal.map(interrupt::name));
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &summary)?;
@@ -283,6 +282,10 @@ struct Summary {
     connections: u64,
     /// From the first connect until every connection was answered or failed, in seconds.
     open_s: f64,
+    /// Connections not opened because a signal ended the run first: never begun, or cut off
+    /// while connecting or waiting for their answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_opened: Option<u64>,
     /// Responses by status, as strings.
     status: BTreeMap<String, u64>,
     /// Connections that got no response.
@@ -307,13 +310,15 @@ struct Errors {
 }
 
 impl Summary {
-    fn new(args: &IdleArgs, tally: Tally) -> Summary {
+    fn new(args: &IdleArgs, tally: Tally, interrupted: Option<&'static str>) -> Summary {
+        let accounted = tally.held + tally.closed + tally.failures.total();
         Summary {
             target: args.target.clone(),
             method: args.request.method.as_str(),
             path: args.request.path.clone(),
             connections: args.connections,
-            open_s: tally.open_time.as_secs_f64(),
+            open_s: seconds(tally.open_time),
+            not_opened: interrupted.map(|_| args.connections.saturating_sub(accounted)),
             status: tally
                 .status
                 .iter()
@@ -325,10 +330,15 @@ impl Summary {
             },
             closed: tally.closed,
             held: tally.held,
-            hold_s: tally.hold_time.as_secs_f64(),
-            interrupted: None,
+            hold_s: seconds(tally.hold_time),
+            interrupted,
         }
     }
+}
+
+/// `duration` in seconds, to the millisecond.
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 impl fmt::Display for Summary {
@@ -338,11 +348,20 @@ impl fmt::Display for Summary {
             "target      {} {}{}",
             self.method, self.target, self.path
         )?;
-        writeln!(
-            f,
-            "opened      {} connections, one request each, in {:.3} s",
-            self.connections, self.open_s
-        )?;
+        match self.not_opened.filter(|&count| count > 0) {
+            Some(not_opened) => writeln!(
+                f,
+                "opened      {} of {} connections, one request each, in {:.3} s",
+                self.connections - not_opened,
+                self.connections,
+                self.open_s
+            )?,
+            None => writeln!(
+                f,
+                "opened      {} connections, one request each, in {:.3} s",
+                self.connections, self.open_s
+            )?,
+        }
         write_statuses(f, &self.status)?;
         let kinds = &self.errors.kinds;
         writeln!(

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::mem;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -50,13 +51,16 @@ pub async fn drive(id: u64, plan: &Plan, thread: &Thread, pacer: &Pacer) {
         reader: ResponseReader::new(false),
         schedule: plan
             .rate
-            .map(|rate| Schedule::new(plan.start, rate, id, plan.connections)),
+            .map(|rate| Rc::new(Schedule::new(plan.start, rate, id, plan.connections))),
         key: 0,
     };
+    if let Some(schedule) = &slot.schedule {
+        thread.follow(schedule);
+    }
     while let Next::Reconnect = slot.connection(plan, thread, pacer).await {}
     // Open loop: the requests the run wanted from this connection and never got to send.
-    if let (Some(schedule), Some(deadline)) = (&slot.schedule, plan.deadline) {
-        thread.unsent(schedule.due_between(plan.warmup_end, deadline));
+    if let Some(schedule) = &slot.schedule {
+        thread.timetable_ends(schedule, plan.deadline);
     }
 }
 
@@ -73,8 +77,8 @@ struct Slot {
     /// The requests in flight, oldest first.
     in_flight: VecDeque<InFlight>,
     reader: ResponseReader,
-    /// Open loop: when this connection's requests are due.
-    schedule: Option<Schedule>,
+    /// Open loop: when this connection's requests are due; the thread follows it too.
+    schedule: Option<Rc<Schedule>>,
     /// The key drawn for the current connection, when keys are drawn per connection.
     key: u64,
 }
@@ -237,7 +241,7 @@ impl Slot {
                 written: now,
                 kind,
             });
-            if let Some(schedule) = &mut self.schedule {
+            if let Some(schedule) = &self.schedule {
                 schedule.advance();
             }
             count += 1;
@@ -289,7 +293,7 @@ impl Slot {
         }
         thread.failure(Failure::Connect, 1, usize::from(recorded));
         let retry = Instant::now() + CONNECT_BACKOFF;
-        match &mut self.schedule {
+        match &self.schedule {
             Some(schedule) => {
                 schedule.advance();
                 pacer.sleep_until(retry.max(schedule.due())).await;

@@ -6,9 +6,11 @@
 //! connections' phases are staggered, and no error accumulates over a long run. Sans-IO: the
 //! caller reads the clock.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// One connection's timetable.
+/// One connection's timetable. Its place moves on through a shared reference, so that the
+/// thread can still read it when it abandons the connection (an interrupted run).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     /// When the run's request 0 is due.
@@ -16,7 +18,7 @@ pub struct Schedule {
     /// Nanoseconds between two requests of the whole run.
     gap_ns: f64,
     /// The run's number of the next request of this connection.
-    next: u64,
+    next: Cell<u64>,
     /// Connections in the run: the step between this connection's numbers.
     step: u64,
 }
@@ -28,7 +30,7 @@ impl Schedule {
         Schedule {
             start,
             gap_ns: 1e9 / rate,
-            next: id,
+            next: Cell::new(id),
             step: connections.max(1),
         }
     }
@@ -36,7 +38,7 @@ impl Schedule {
     /// When this connection's next request is due.
     pub fn due(&self) -> Instant {
         // Float nanoseconds cover 104 days to the nanosecond; a run is far shorter.
-        let offset = (self.next as f64 * self.gap_ns).min(u64::MAX as f64);
+        let offset = (self.next.get() as f64 * self.gap_ns).min(u64::MAX as f64);
         self.start + Duration::from_nanos(offset as u64)
     }
 
@@ -47,9 +49,10 @@ impl Schedule {
         let first_from = |at: Instant| -> u64 {
             let offset = at.saturating_duration_since(self.start).as_nanos() as f64;
             let number = (offset / self.gap_ns).ceil().min(u64::MAX as f64) as u64;
-            let number = number.max(self.next);
+            let next = self.next.get();
+            let number = number.max(next);
             // Round up to this connection's next number (`next` modulo `step`).
-            let behind = (number - self.next) % self.step;
+            let behind = (number - next) % self.step;
             if behind == 0 {
                 number
             } else {
@@ -61,8 +64,8 @@ impl Schedule {
     }
 
     /// Takes the next request's slot: the one after it becomes due.
-    pub fn advance(&mut self) {
-        self.next = self.next.saturating_add(self.step);
+    pub fn advance(&self) {
+        self.next.set(self.next.get().saturating_add(self.step));
     }
 }
 
@@ -96,7 +99,7 @@ mod tests {
         let ms = Duration::from_millis;
         // 1,000 a second over 4 connections: connection 1 sends requests 1, 5, 9, ..., due at
         // 1 ms, 5 ms, 9 ms, ...
-        let mut schedule = Schedule::new(start, 1000.0, 1, 4);
+        let schedule = Schedule::new(start, 1000.0, 1, 4);
         assert_eq!(schedule.due_between(start, start + ms(10)), 3); // 1, 5, 9
         assert_eq!(schedule.due_between(start + ms(2), start + ms(9)), 1); // 5
         assert_eq!(schedule.due_between(start + ms(5), start + ms(6)), 1); // 5
@@ -112,7 +115,7 @@ mod tests {
     #[test]
     fn a_long_run_does_not_drift() {
         let start = Instant::now();
-        let mut schedule = Schedule::new(start, 3.0, 0, 1);
+        let schedule = Schedule::new(start, 3.0, 0, 1);
         for _ in 0..3_000_000 {
             schedule.advance();
         }

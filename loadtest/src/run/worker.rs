@@ -19,6 +19,7 @@ use super::keys::{KeyPicker, KeyScope};
 use super::mix;
 use super::pacer::Pacer;
 use super::request::RequestTemplate;
+use super::schedule::Schedule;
 use super::stats::{Failure, Progress, Sample, Stats};
 use crate::interrupt::Interrupt;
 
@@ -76,6 +77,11 @@ pub struct Thread {
     budget: Cell<Option<u64>>,
     /// When the last recorded response ended.
     last_response: Cell<Option<Instant>>,
+    /// When the warm-up ends.
+    warmup_end: Instant,
+    /// Open loop: the timetables of the connections still running, for an interrupted run
+    /// to count what they never sent.
+    timetables: RefCell<Vec<Rc<Schedule>>>,
     progress: Arc<Progress>,
 }
 
@@ -121,6 +127,33 @@ impl Thread {
         self.stats.borrow_mut().unsent += count;
     }
 
+    /// Follows the timetable of a connection that starts.
+    pub fn follow(&self, schedule: &Rc<Schedule>) {
+        self.timetables.borrow_mut().push(Rc::clone(schedule));
+    }
+
+    /// The connection of `schedule` ends: the requests of its timetable due in the recorded
+    /// period, up to `deadline`, that it never sent are unsent (none without a deadline: a
+    /// run of `--requests` ends when they are answered).
+    pub fn timetable_ends(&self, schedule: &Rc<Schedule>, deadline: Option<Instant>) {
+        let mut timetables = self.timetables.borrow_mut();
+        if let Some(position) = timetables.iter().position(|t| Rc::ptr_eq(t, schedule)) {
+            timetables.swap_remove(position);
+        }
+        drop(timetables);
+        if let Some(deadline) = deadline {
+            self.unsent(schedule.due_between(self.warmup_end, deadline));
+        }
+    }
+
+    /// The run was interrupted at `at`: the connections still running are abandoned, and
+    /// what their timetables held due in the recorded period before `at` is unsent.
+    fn interrupted(&self, at: Instant) {
+        for schedule in self.timetables.take() {
+            self.unsent(schedule.due_between(self.warmup_end, at));
+        }
+    }
+
     /// Counts `count` failed requests, of which `recorded` are recorded.
     pub fn failure(&self, failure: Failure, count: usize, recorded: usize) {
         self.progress.add_failures(self.index, count as u64);
@@ -161,6 +194,8 @@ pub fn run(
             stats: RefCell::new(stats),
             budget: Cell::new(budget),
             last_response: Cell::new(None),
+            warmup_end: plan.warmup_end,
+            timetables: RefCell::new(Vec::new()),
             progress,
         });
         // Only the open loop sleeps; the pacer's task ends with the runtime.
@@ -188,13 +223,16 @@ pub fn run(
         };
         // An open-loop connection may sleep past the last response before it sees the run
         // is over: the recorded period ends with that response.
-        let last_response = thread.last_response.get();
+        let finished = match thread.last_response.get() {
+            Some(at) if !interrupted => at,
+            _ => Instant::now(),
+        };
+        if interrupted {
+            thread.interrupted(plan.deadline.map_or(finished, |d| d.min(finished)));
+        }
         Outcome {
             stats: thread.stats.take(),
-            finished: match last_response {
-                Some(at) if !interrupted => at,
-                _ => Instant::now(),
-            },
+            finished,
         }
     })
 }
@@ -209,6 +247,8 @@ mod tests {
             stats: RefCell::new(Stats::new()),
             budget: Cell::new(budget),
             last_response: Cell::new(None),
+            warmup_end: Instant::now(),
+            timetables: RefCell::new(Vec::new()),
             progress: Arc::new(Progress::new(1)),
         }
     }

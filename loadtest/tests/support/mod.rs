@@ -6,10 +6,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -232,4 +232,31 @@ pub fn signal(pid: u32, name: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Waits for `child` to end and collects its output, killing it and failing the test once
+/// `limit` has passed.
+pub fn finish(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().expect("poll a child").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a child process did not end within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect a child's output")
+}
+
+/// Reads lines from `stderr` until one contains `marker`, failing the test if the stream
+/// ends first.
+pub fn wait_for_line(stderr: &mut impl BufRead, marker: &str) -> String {
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        let read = stderr.read_line(&mut line).expect("read a child's stderr");
+        assert!(read > 0, "the child ended before printing {marker:?}");
+    }
+    line
 }
