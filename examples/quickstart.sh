@@ -4,7 +4,7 @@
 # refuses with 429 and the wait it names, and one without a key (401); then uses up the two
 # provider keys (3 requests a minute each at the mock) with a key of no limit of its own,
 # until keygate answers 429 keys_temporarily_exhausted with the wait until a provider key is
-# back; and stops both.
+# back; and stops both. It starts from an empty state/ (the example's state_dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,13 @@ for port in 8080 9001; do
         exit 1
     fi
 done
+
+# The story below starts from unused keys: an earlier run's counters (kept in state/, as
+# keygate keeps them across restarts) would refuse its first request.
+if [ -d state ]; then
+    echo "(clearing state/, the counters an earlier run of this example left)"
+    rm -rf state
+fi
 
 logs=$(mktemp -d)
 "$bin/loadtest" mock --listen 127.0.0.1:9001 --key sk-mock-1:rpm=3 --key sk-mock-2:rpm=3 \
