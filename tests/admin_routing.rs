@@ -297,7 +297,19 @@ fn an_added_provider_key_is_removed_at_once_and_for_good() {
         (ids(0), ids(1)),
         (vec!["a".to_owned()], vec!["c".to_owned()])
     );
-    let kept = std::fs::read_to_string(gateway.dir.0.join("state/overrides.json")).unwrap();
+    let overrides = gateway.dir.0.join("state/overrides.json");
+    let kept = std::fs::read_to_string(&overrides).unwrap();
     assert!(!kept.contains("sk-added-b"), "{kept}");
     assert!(kept.contains("sk-added-c"), "{kept}");
+
+    // An upstream the file drops keeps its added key, unused, until it is removed.
+    let line = gateway.reload(&config(echo.addr(), ""));
+    assert!(line.contains("config reloaded"), "{line}");
+    let admin = gateway.admin_addr();
+    let removed = call(admin, "DELETE", "/admin/upstreams/bare/keys/c", None);
+    assert_eq!(removed.status, 200, "{}", removed.body_text());
+    let kept = std::fs::read_to_string(&overrides).unwrap();
+    assert!(!kept.contains("sk-added-c"), "{kept}");
+    let again = call(admin, "DELETE", "/admin/upstreams/bare/keys/c", None);
+    assert_eq!(again.status, 404, "{}", again.body_text());
 }

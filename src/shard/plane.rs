@@ -241,24 +241,6 @@ impl ControlPlane {
     /// its clients' own credentials: add another first, or disable it.
     pub fn remove_provider_key(&self, name: &str, id: &str) -> Result<(), ReloadError> {
         let mut state = self.lock();
-        let Some(upstream) = state.effective.upstream(name) else {
-            return Err(ClientsError::NotFound {
-                what: "upstream",
-                name: name.to_owned(),
-            }
-            .into());
-        };
-        if !upstream.keys.iter().any(|key| key.id == id) {
-            return Err(ClientsError::NotFound {
-                what: "provider key",
-                name: format!("{name}/{id}"),
-            }
-            .into());
-        }
-        let in_file = state
-            .file
-            .upstream(name)
-            .is_some_and(|file| file.keys.iter().any(|key| key.id == id));
         let mut overrides = state.overrides.clone();
         let added = overrides.provider_keys.get_mut(name);
         let position = added.as_ref().and_then(|added| {
@@ -266,20 +248,48 @@ impl ControlPlane {
                 .iter()
                 .position(|key| overrides::definition_id(key) == id)
         });
-        let (Some(added), Some(position), false) = (added, position, in_file) else {
-            return Err(from_the_file(name, id));
-        };
-        if upstream.keys.len() == 1 {
-            let message = format!(
-                "{id} is the last provider key of upstream {name}: without keys the upstream \
-                 would forward its clients' own credentials; add another key first, or disable \
-                 this one"
-            );
-            return Err(ClientsError::Conflict(message).into());
+        let in_file = state
+            .file
+            .upstream(name)
+            .is_some_and(|file| file.keys.iter().any(|key| key.id == id));
+        // An upstream the file no longer has keeps the keys added to it, unused, until they
+        // are removed here: its secret must not be stuck in the state directory.
+        let running_keys = state.effective.upstream(name).map(|upstream| {
+            let has = upstream.keys.iter().any(|key| key.id == id);
+            (has, upstream.keys.len())
+        });
+        match (running_keys, position) {
+            (None, None) => {
+                return Err(ClientsError::NotFound {
+                    what: "upstream",
+                    name: name.to_owned(),
+                }
+                .into())
+            }
+            (Some((false, _)), None) => {
+                return Err(ClientsError::NotFound {
+                    what: "provider key",
+                    name: format!("{name}/{id}"),
+                }
+                .into())
+            }
+            (Some(_), None) => return Err(from_the_file(name, id)),
+            (_, Some(_)) if in_file => return Err(from_the_file(name, id)),
+            (Some((_, 1)), Some(_)) => {
+                let message = format!(
+                    "{id} is the last provider key of upstream {name}: without keys the \
+                     upstream would forward its clients' own credentials; add another key \
+                     first, or disable this one"
+                );
+                return Err(ClientsError::Conflict(message).into());
+            }
+            (_, Some(_)) => {}
         }
-        added.remove(position);
-        if added.is_empty() {
-            overrides.provider_keys.remove(name);
+        if let (Some(added), Some(position)) = (added, position) {
+            added.remove(position);
+            if added.is_empty() {
+                overrides.provider_keys.remove(name);
+            }
         }
         self.apply_overrides(&mut state, overrides)
     }
