@@ -373,11 +373,22 @@ impl ClientConn {
         self.shard.out_buffers.give(out);
     }
 
+    /// Empties the outgoing buffer for the next message, taking one of the shard's pooled
+    /// buffers first when it holds none (an idle connection gives its buffer back, see
+    /// [`Self::rest`]): written into an empty `BytesMut`, a head would grow it field by field,
+    /// reallocating on every request.
+    pub(super) fn clear_out(&mut self) {
+        if self.out.capacity() < self.shard.out_buffers.size() {
+            self.out = self.shard.out_buffers.take();
+        }
+        self.out.clear();
+    }
+
     /// Answers `error` with the contract's JSON body, best effort: the client may be gone.
     /// An authenticated client also gets its budget; an error after routing carries the
     /// route's lifecycle fields.
     pub(super) async fn answer_error(&mut self, error: &Error, close: bool) {
-        self.out.clear();
+        self.clear_out();
         let shard = &self.shard;
         let table = shard.keys.get();
         let key = self.key.map(|index| table.key(index));

@@ -56,7 +56,7 @@ impl ClientConn {
         // and checked, so the body is now wanted. A client that already started sending
         // needs no invitation.
         if head.expect_continue && self.buf.is_empty() {
-            self.out.clear();
+            self.clear_out();
             self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             let deadline = Instant::now() + self.shard.limits().idle_timeout;
             io::flush(&mut self.stream, &mut self.out, deadline)
@@ -131,7 +131,7 @@ impl ClientConn {
             if self.buf.is_empty() {
                 self.read_client(16 * 1024).await?;
             }
-            self.out.clear();
+            self.clear_out();
             let mut pos = 0;
             while pos < self.buf.len() && !decoder.is_done() {
                 let step = decoder.decode(&self.buf[pos..]).map_err(Error::BadChunk)?;

@@ -78,13 +78,9 @@ impl ClientConn {
         let keep_alive =
             request.keep_alive && self.body_done && !relay.closes_client() && !draining;
 
-        // An idle connection keeps no response buffer (`ClientConn::rest`): the response takes
-        // one of `read_buffer` bytes from the shard's pool, room for its head and the body
-        // that came with it.
-        if self.out.capacity() < self.shard.out_buffers.size() {
-            self.out = self.shard.out_buffers.take();
-        }
-        self.out.clear();
+        // A pooled buffer of `read_buffer` bytes: room for the head and the body that came
+        // with it.
+        self.clear_out();
         {
             let shard = &self.shard;
             let quota = shard.quota.borrow();

@@ -135,7 +135,7 @@ impl ClientConn {
         key: Option<&Lease<'_>>,
     ) -> Result<ResponseHead, HeadFailure> {
         let timeout = self.shard.limits().idle_timeout;
-        self.out.clear();
+        self.clear_out();
         let authority = &upstream.endpoints[index].config.authority;
         let target = Target {
             authority,
