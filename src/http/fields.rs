@@ -4,30 +4,50 @@ use std::ops::Range;
 
 use super::ParseError;
 
-/// Fields a proxy must not forward (RFC 9110 §7.6.1), besides those named in `Connection`.
-/// `Content-Length` and `Transfer-Encoding` are also dropped, because the encoder writes the
-/// framing it decided itself; `Expect` is answered by the gateway.
-const HOP_BY_HOP: &[&[u8]] = &[
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"transfer-encoding",
-    b"upgrade",
-    b"trailer",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"content-length",
-    b"expect",
-];
+/// What a field's name makes of it. Fields a proxy must not forward (RFC 9110 §7.6.1, besides
+/// those named in `Connection`) are hop-by-hop; so are `Content-Length` and
+/// `Transfer-Encoding`, because the encoder writes the framing it decided itself, and `Expect`,
+/// which the gateway answers. Credentials are the fields in which clients present their client
+/// key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Host,
+    Expect,
+    /// Another hop-by-hop field.
+    HopByHop,
+    /// `Authorization`, `x-api-key`, `api-key` or `x-goog-api-key`.
+    Credential,
+    Other,
+}
 
-/// Fields in which clients present their client key.
-const CREDENTIALS: &[&[u8]] = &[
-    b"authorization",
-    b"x-api-key",
-    b"api-key",
-    b"x-goog-api-key",
-];
+impl Name {
+    /// Classifies a field name, case-insensitively: one comparison or two, chosen by length,
+    /// since every head's fields are classified on the request path.
+    fn of(name: &[u8]) -> Name {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is(b"te") => Name::HopByHop,
+            4 if is(b"host") => Name::Host,
+            6 if is(b"expect") => Name::Expect,
+            7 if is(b"upgrade") || is(b"trailer") => Name::HopByHop,
+            7 if is(b"api-key") => Name::Credential,
+            9 if is(b"x-api-key") => Name::Credential,
+            10 if is(b"connection") => Name::Connection,
+            10 if is(b"keep-alive") => Name::HopByHop,
+            13 if is(b"authorization") => Name::Credential,
+            14 if is(b"content-length") => Name::ContentLength,
+            14 if is(b"x-goog-api-key") => Name::Credential,
+            16 if is(b"proxy-connection") => Name::HopByHop,
+            17 if is(b"transfer-encoding") => Name::TransferEncoding,
+            18 if is(b"proxy-authenticate") => Name::HopByHop,
+            19 if is(b"proxy-authorization") => Name::HopByHop,
+            _ => Name::Other,
+        }
+    }
+}
 
 /// One header field: where its name and value sit in the head's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,53 +113,57 @@ pub(super) fn collect(
         let value = trim(header.value);
         let mut flags = FieldFlags::default();
 
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let length = parse_content_length(value)?;
-            // Repeated identical values may be merged; differing ones are fatal (§6.3 rule 5).
-            if facts.content_length.is_some_and(|seen| seen != length) {
-                return Err(ParseError::BadContentLength);
+        match Name::of(name) {
+            Name::ContentLength => {
+                flags.insert(FieldFlags::HOP_BY_HOP);
+                let length = parse_content_length(value)?;
+                // Repeated identical values may be merged; differing ones are fatal (§6.3
+                // rule 5).
+                if facts.content_length.is_some_and(|seen| seen != length) {
+                    return Err(ParseError::BadContentLength);
+                }
+                facts.content_length = Some(length);
             }
-            facts.content_length = Some(length);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if facts.transfer_encoding {
-                // Several Transfer-Encoding lines form one list; only a lone `chunked` is
-                // accepted, so a second line always names a second coding.
-                return Err(ParseError::UnsupportedTransferEncoding);
+            Name::TransferEncoding => {
+                flags.insert(FieldFlags::HOP_BY_HOP);
+                if facts.transfer_encoding {
+                    // Several Transfer-Encoding lines form one list; only a lone `chunked` is
+                    // accepted, so a second line always names a second coding.
+                    return Err(ParseError::UnsupportedTransferEncoding);
+                }
+                facts.transfer_encoding = true;
+                facts.chunked = value.eq_ignore_ascii_case(b"chunked");
+                let last = value.rsplit(|&b| b == b',').next().map_or(value, trim);
+                facts.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
-            facts.transfer_encoding = true;
-            facts.chunked = value.eq_ignore_ascii_case(b"chunked");
-            let last = value.rsplit(|&b| b == b',').next().map_or(value, trim);
-            facts.chunked_last = last.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',').map(trim) {
-                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                let close = token.eq_ignore_ascii_case(b"close");
-                facts.connection_close |= close;
-                facts.connection_keep_alive |= keep_alive;
-                facts.connection_options |= !close && !keep_alive && !token.is_empty();
+            Name::Connection => {
+                flags.insert(FieldFlags::HOP_BY_HOP);
+                for token in value.split(|&b| b == b',').map(trim) {
+                    let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                    let close = token.eq_ignore_ascii_case(b"close");
+                    facts.connection_close |= close;
+                    facts.connection_keep_alive |= keep_alive;
+                    facts.connection_options |= !close && !keep_alive && !token.is_empty();
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"host") {
-            if !value.iter().all(|&b| is_host_byte(b)) {
-                return Err(ParseError::BadHost);
+            Name::Host => {
+                if !value.iter().all(|&b| is_host_byte(b)) {
+                    return Err(ParseError::BadHost);
+                }
+                facts.host_count += 1;
+                flags.insert(FieldFlags::HOST);
             }
-            facts.host_count += 1;
-            flags.insert(FieldFlags::HOST);
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if value.eq_ignore_ascii_case(b"100-continue") {
-                facts.expect_continue = true;
-            } else {
-                facts.expect_other = true;
+            Name::Expect => {
+                flags.insert(FieldFlags::HOP_BY_HOP);
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    facts.expect_continue = true;
+                } else {
+                    facts.expect_other = true;
+                }
             }
-        }
-
-        if CREDENTIALS
-            .iter()
-            .any(|credential| name.eq_ignore_ascii_case(credential))
-        {
-            flags.insert(FieldFlags::CREDENTIAL);
-        }
-        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) {
-            flags.insert(FieldFlags::HOP_BY_HOP);
+            Name::HopByHop => flags.insert(FieldFlags::HOP_BY_HOP),
+            Name::Credential => flags.insert(FieldFlags::CREDENTIAL),
+            Name::Other => {}
         }
         fields.push(Field {
             name: span(base, name),
@@ -239,6 +263,72 @@ mod tests {
         for (input, expected) in table {
             assert_eq!(&parse_content_length(input), expected, "{:?}", input);
         }
+    }
+
+    #[test]
+    fn names_are_classified_whatever_their_case() {
+        let hop_by_hop = [
+            "Connection",
+            "keep-alive",
+            "Proxy-Connection",
+            "TE",
+            "Transfer-Encoding",
+            "upgrade",
+            "Trailer",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+            "Content-Length",
+            "expect",
+        ];
+        for name in hop_by_hop {
+            for spelled in [name.to_owned(), name.to_ascii_uppercase()] {
+                let class = Name::of(spelled.as_bytes());
+                assert!(
+                    !matches!(class, Name::Other | Name::Credential | Name::Host),
+                    "{spelled}: {class:?}"
+                );
+            }
+        }
+        for name in ["Authorization", "X-API-Key", "api-key", "x-goog-api-key"] {
+            assert_eq!(Name::of(name.as_bytes()), Name::Credential, "{name}");
+        }
+        assert_eq!(Name::of(b"HOST"), Name::Host);
+        for other in [
+            "Content-Type",
+            "x-api-keys",
+            "api-ke",
+            "hostt",
+            "tee",
+            "",
+            "connectio",
+        ] {
+            assert_eq!(Name::of(other.as_bytes()), Name::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn flags_follow_the_names() {
+        let head =
+            b"Host: a\r\nAuthorization: x\r\nUpgrade: h2c\r\nContent-Length: 0\r\nX-Other: y\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let status = httparse::parse_headers(head, &mut headers).unwrap();
+        let httparse::Status::Complete((_, parsed)) = status else {
+            panic!("incomplete");
+        };
+        let mut fields = Vec::new();
+        let facts = collect(head, parsed, &mut fields).unwrap();
+        let flags: Vec<FieldFlags> = fields.iter().map(|field| field.flags).collect();
+        assert_eq!(
+            flags,
+            [
+                FieldFlags::HOST,
+                FieldFlags::CREDENTIAL,
+                FieldFlags::HOP_BY_HOP,
+                FieldFlags::HOP_BY_HOP,
+                FieldFlags::default(),
+            ]
+        );
+        assert_eq!((facts.content_length, facts.host_count), (Some(0), 1));
     }
 
     #[test]
