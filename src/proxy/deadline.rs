@@ -27,19 +27,39 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 ///
 /// As with `monoio::time::timeout_at`, a future that is ready when polled wins over a
 /// deadline that passed meanwhile.
-pub(super) async fn within<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut armed = Armed::new(deadline);
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+///
+/// A future of its own rather than an `async fn`: the operation is built in place and moved
+/// once with it, where an `async fn` moved it into its state and again into its pinned local,
+/// a copy of every I/O operation's state on the request path.
+pub(super) fn within<F: Future>(deadline: Instant, future: F) -> Within<F> {
+    Within {
+        future,
+        armed: Armed::new(deadline),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`].
+    pub(super) struct Within<F> {
+        #[pin]
+        future: F,
+        armed: Armed,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        match armed.poll_expired(cx) {
+        match this.armed.poll_expired(cx) {
             true => Poll::Ready(None),
             false => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 /// One operation's deadline, in the table from its first wait until it is dropped.
