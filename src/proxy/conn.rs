@@ -126,6 +126,12 @@ pub(super) struct ClientConn {
     /// When the current exchange started: the one clock reading the single-write steps of a
     /// small exchange share, instead of reading the clock for each of them.
     pub(super) started: Instant,
+    /// When the current exchange's response ended, when that was read already (as the moment
+    /// its upstream connection went back to the pool), for its duration.
+    pub(super) ended: Option<Instant>,
+    /// When the connection last fell idle: when it opened, or when its last exchange ended.
+    /// The wait for the next request runs from here (the exchange's end is read once).
+    pub(super) idle_since: Instant,
     /// Whether the current request's tokens count against a budget.
     pub(super) count_tokens: bool,
     /// The tokens the upstream reported for the current response.
@@ -143,6 +149,7 @@ impl ClientConn {
     fn new(stream: TcpStream, peer: SocketAddr, shard: &Rc<Shard>) -> Self {
         // Both buffers are allocated when first needed: the first read makes `buf`, a
         // response `out`.
+        let opened = Instant::now();
         ClientConn {
             stream,
             buf: BytesMut::new(),
@@ -153,7 +160,9 @@ impl ClientConn {
             body_done: true,
             key: None,
             last_key: keys::LastKey::default(),
-            started: Instant::now(),
+            started: opened,
+            ended: None,
+            idle_since: opened,
             count_tokens: false,
             usage: None,
             scanner: None,
@@ -177,7 +186,9 @@ impl ClientConn {
             true => limits.header_timeout.min(limits.idle_timeout),
             false => limits.idle_timeout,
         };
-        let idle_deadline = Instant::now() + idle_timeout;
+        // Every exchange ends with `finish_exchange`, which dates `idle_since`, before the
+        // next head is read.
+        let idle_deadline = self.idle_since + idle_timeout;
         let mut head_deadline = None;
 
         loop {

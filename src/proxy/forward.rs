@@ -325,7 +325,7 @@ impl ClientConn {
         }
         let body = conn.buf.split_to(length);
         if head.keep_alive && conn.buf.is_empty() {
-            upstream.keep_alive(endpoint, conn, head.fields);
+            upstream.keep_alive(endpoint, conn, head.fields, Instant::now());
         }
         Ok(Some(body))
     }

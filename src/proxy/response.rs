@@ -127,8 +127,11 @@ impl ClientConn {
             self.usage = scanner.finish();
         }
         // Only a connection whose response ended exactly where its framing said can be reused.
+        // The exchange ends with no further wait: one clock reading dates both.
         if complete && head.keep_alive && conn.buf.is_empty() {
-            upstream.keep_alive(endpoint, conn, head.fields);
+            let now = Instant::now();
+            upstream.keep_alive(endpoint, conn, head.fields, now);
+            self.ended = Some(now);
         }
         Ok(keep_alive)
     }

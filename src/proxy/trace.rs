@@ -87,6 +87,7 @@ impl ClientConn {
     pub(super) fn begin_trace(&mut self) {
         let shard = &self.shard;
         self.started = Instant::now();
+        self.ended = None;
         // The wall clock is read only for a log that needs it.
         let ts = match shard.access {
             Some(_) => shard.clock.now(),
@@ -103,7 +104,9 @@ impl ClientConn {
         let trace = &self.trace;
         let table = shard.keys.get();
         let key = self.key.map(|index| table.key(index));
-        let duration_us = self.started.elapsed().as_micros() as u64;
+        let ended = self.ended.take().unwrap_or_else(Instant::now);
+        self.idle_since = ended;
+        let duration_us = ended.saturating_duration_since(self.started).as_micros() as u64;
         let usage = self.usage;
         let route_slot = |index: usize| routing.as_ref()?.slots.routes.get(index).copied();
         shard.metrics.record(&metrics::Exchange {

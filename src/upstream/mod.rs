@@ -110,15 +110,18 @@ impl Upstream {
             .is_some_and(|(pool, _)| pool.counts_tokens())
     }
 
-    /// Puts a connection whose exchange ended exactly where its framing said back in the
-    /// pool of endpoint `endpoint`, with the response's field storage for the next one.
-    pub fn keep_alive(&self, endpoint: usize, mut conn: UpstreamConn, fields: Vec<Field>) {
+    /// Puts a connection whose exchange ended exactly where its framing said (at `now`) back
+    /// in the pool of endpoint `endpoint`, with the response's field storage for the next one.
+    pub fn keep_alive(
+        &self,
+        endpoint: usize,
+        mut conn: UpstreamConn,
+        fields: Vec<Field>,
+        now: Instant,
+    ) {
         conn.reused = true;
         conn.fields = fields;
-        self.endpoints[endpoint]
-            .pool
-            .borrow_mut()
-            .put(conn, Instant::now());
+        self.endpoints[endpoint].pool.borrow_mut().put(conn, now);
     }
 
     /// This shard's connections to the upstream now: idle in its pools, and busy carrying a
