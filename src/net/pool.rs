@@ -32,25 +32,26 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     /// Opens a connection to `addr`, failing with `TimedOut` after `timeout`, and counts it
-    /// in `open` for as long as it stays open.
+    /// in `open` for as long as it stays open. Boxed once here, it moves between the pool and
+    /// the exchanges it carries as a pointer rather than as its few hundred bytes.
     pub async fn connect(
         addr: SocketAddr,
         timeout: Duration,
         buffer: usize,
         open: &OpenCount,
-    ) -> io::Result<Self> {
+    ) -> io::Result<Box<Self>> {
         let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
             Ok(stream) => stream?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
         stream.set_nodelay(true)?;
-        Ok(UpstreamConn {
+        Ok(Box::new(UpstreamConn {
             stream,
             buf: BytesMut::with_capacity(buffer),
             reused: false,
             fields: Vec::new(),
             _open: open.share(),
-        })
+        }))
     }
 }
 
@@ -82,7 +83,7 @@ impl Drop for OpenShare {
 }
 
 struct Idle {
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     since: Instant,
 }
 
@@ -104,7 +105,7 @@ impl Pool {
     }
 
     /// The most recently returned connection that has not idled too long.
-    pub fn take(&mut self, now: Instant) -> Option<UpstreamConn> {
+    pub fn take(&mut self, now: Instant) -> Option<Box<UpstreamConn>> {
         while let Some(Idle { mut conn, since }) = self.idle.pop() {
             if now.saturating_duration_since(since) < self.idle_timeout {
                 conn.reused = true;
@@ -115,7 +116,7 @@ impl Pool {
     }
 
     /// Keeps `conn` for a later exchange, unless the pool is full.
-    pub fn put(&mut self, conn: UpstreamConn, now: Instant) {
+    pub fn put(&mut self, conn: Box<UpstreamConn>, now: Instant) {
         if self.idle.len() < self.max_idle && conn.buf.is_empty() {
             self.idle.push(Idle { conn, since: now });
         }

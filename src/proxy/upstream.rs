@@ -20,7 +20,7 @@ const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis
 
 /// A request delivered upstream, and the head of its response.
 pub(super) struct Sent {
-    pub(super) conn: UpstreamConn,
+    pub(super) conn: Box<UpstreamConn>,
     pub(super) endpoint: usize,
     pub(super) head: ResponseHead,
     /// Whether the request carried a key of the upstream's pool.

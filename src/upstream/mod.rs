@@ -115,7 +115,7 @@ impl Upstream {
     pub fn keep_alive(
         &self,
         endpoint: usize,
-        mut conn: UpstreamConn,
+        mut conn: Box<UpstreamConn>,
         fields: Vec<Field>,
         now: Instant,
     ) {
