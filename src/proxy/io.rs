@@ -6,7 +6,7 @@ use std::io;
 
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
@@ -47,16 +47,31 @@ pub(super) async fn read_into(
 }
 
 /// Writes all of `data`, giving it back for reuse. Fails with `TimedOut` at `deadline`.
+///
+/// The loop of monoio's `write_all`, written out here so that each write's operation is
+/// built in place inside [`within`]: wrapping `write_all` copied its whole state (the
+/// operation within it) twice on every write of the request path.
 pub(super) async fn write_all<T: IoBuf + 'static>(
     stream: &mut TcpStream,
-    data: T,
+    mut data: T,
     deadline: Instant,
 ) -> io::Result<T> {
-    match within(deadline, stream.write_all(data)).await {
-        Some((Ok(_), data)) => Ok(data),
-        Some((Err(err), _)) => Err(err),
-        None => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    let len = data.bytes_init();
+    let mut written = 0;
+    while written < len {
+        let Some((result, rest)) = within(deadline, stream.write(data.slice(written..))).await
+        else {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
+        };
+        data = rest.into_inner();
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
+    Ok(data)
 }
 
 /// Writes `buf` and leaves it empty, keeping its allocation.
