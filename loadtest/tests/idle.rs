@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -35,17 +35,8 @@ fn spawn(mut command: Command) -> Child {
 }
 
 /// Waits for `child` to end, failing the test past `RUN_LIMIT`.
-fn wait(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().expect("poll loadtest idle").is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("loadtest idle did not end within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect loadtest idle")
+fn wait(child: Child) -> Output {
+    support::finish(child, RUN_LIMIT)
 }
 
 /// Runs `loadtest idle --target TARGET ARGS --json` and returns the summary.

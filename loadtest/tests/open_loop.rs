@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -23,15 +23,15 @@ use support::Mock;
 /// How long any one `loadtest run` may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs `loadtest run --target TARGET --warmup 0s ARGS` (ARGS may give a `--warmup` of their
-/// own), failing the test past `RUN_LIMIT`.
-fn loadtest(target: &str, args: &[&str]) -> Output {
+/// Starts `loadtest run --target TARGET --warmup 0s ARGS` (ARGS may give a `--warmup` of
+/// their own).
+fn start(target: &str, args: &[&str]) -> Child {
     let warmup: &[&str] = if args.contains(&"--warmup") {
         &[]
     } else {
         &["--warmup", "0s"]
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["run", "--target", target])
         .args(warmup)
         .args(args)
@@ -39,8 +39,12 @@ fn loadtest(target: &str, args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start loadtest run");
-    support::finish(child, RUN_LIMIT)
+        .expect("start loadtest run")
+}
+
+/// Runs `loadtest run` as [`start`] does, failing the test past `RUN_LIMIT`.
+fn loadtest(target: &str, args: &[&str]) -> Output {
+    support::finish(start(target, args), RUN_LIMIT)
 }
 
 /// Runs with `--json` and returns the summary.
@@ -362,29 +366,11 @@ fn an_interrupted_open_loop_counts_what_it_never_sent() {
         length: Duration::from_secs(60),
     };
     let server = SlowServer::start(Duration::from_millis(1), Some(stall));
-    let mut run = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
-            "--target",
-            &server.addr,
-            "--warmup",
-            "0s",
-            "--rate",
-            "100",
-        ])
-        .args([
-            "--connections",
-            "4",
-            "--duration",
-            "10m",
-            "--json",
-            "--progress",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start loadtest run");
+    let args = ["--rate", "100", "--connections", "4", "--duration", "10m"];
+    let mut run = start(
+        &server.addr,
+        &[&args[..], &["--json", "--progress"]].concat(),
+    );
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
     support::wait_for_line(&mut stderr, "req/s");
     support::wait_for_line(&mut stderr, "req/s");

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -32,17 +32,8 @@ fn start(target: &str, args: &[&str]) -> Child {
 }
 
 /// Waits for `child` to end, failing the test past `RUN_LIMIT`.
-fn finish(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().expect("poll loadtest run").is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("loadtest run did not end within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect loadtest run")
+fn finish(child: Child) -> Output {
+    support::finish(child, RUN_LIMIT)
 }
 
 /// Runs `loadtest run --target TARGET --warmup 0s ARGS`, failing the test past `RUN_LIMIT`.
@@ -155,16 +146,7 @@ fn sigint_ends_a_run_early_with_the_summary_of_what_was_recorded() {
         ],
     );
     // The first progress line comes after a second of load.
-    let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("req/s") {
-        line.clear();
-        let read = stderr.read_line(&mut line).expect("read loadtest's stderr");
-        assert!(
-            read > 0,
-            "loadtest run ended before its first progress line"
-        );
-    }
+    support::wait_for_line(&mut BufReader::new(run.stderr.take().unwrap()), "req/s");
     support::signal(run.id(), "INT");
     let output = finish(run);
 
