@@ -308,8 +308,11 @@ mod tests {
 
     #[test]
     fn flags_follow_the_names() {
-        let head =
-            b"Host: a\r\nAuthorization: x\r\nUpgrade: h2c\r\nContent-Length: 0\r\nX-Other: y\r\n\r\n";
+        let head: &[u8] = concat!(
+            "Host: a\r\nAuthorization: x\r\nUpgrade: h2c\r\n",
+            "Content-Length: 0\r\nX-Other: y\r\n\r\n"
+        )
+        .as_bytes();
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let status = httparse::parse_headers(head, &mut headers).unwrap();
         let httparse::Status::Complete((_, parsed)) = status else {
