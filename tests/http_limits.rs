@@ -183,3 +183,26 @@ fn an_open_files_limit_below_max_connections_is_warned_of() {
     let (_echo, small) = echo_gateway("max_connections = 16", "");
     assert!(!warned(&small), "{:#?}", small.process.log_lines());
 }
+
+#[test]
+fn a_large_answer_that_comes_after_idle_timeout_reaches_the_client_whole() {
+    // The mock answers after 1.5 s, past the 1 s idle_timeout (the wait for an answer is
+    // bounded by response_timeout), with a body of about 115 KB, more than a socket takes in
+    // one write: the writes to the client wait from when the answer came, not from the
+    // request's start.
+    let mock = start_mock(&[]);
+    let gateway = Gateway::start(&basic_config(mock.addr, 1, "idle_timeout = \"1s\""));
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+         x-mock-latency-ms: 1500\r\nx-mock-tokens: 20000\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = roundtrip(gateway.addr(), request.as_bytes());
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body.len() > 100_000,
+        "{} bytes",
+        response.body.len()
+    );
+}

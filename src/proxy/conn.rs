@@ -126,6 +126,9 @@ pub(super) struct ClientConn {
     /// When the current exchange started: the one clock reading the single-write steps of a
     /// small exchange share, instead of reading the clock for each of them.
     pub(super) started: Instant,
+    /// When the current exchange's response head came from the upstream (its start until
+    /// then): the first write to the client waits from here.
+    pub(super) answered_at: Instant,
     /// When the current exchange's response ended, when that was read already (as the moment
     /// its upstream connection went back to the pool), for its duration.
     pub(super) ended: Option<Instant>,
@@ -161,6 +164,7 @@ impl ClientConn {
             key: None,
             last_key: keys::LastKey::default(),
             started: opened,
+            answered_at: opened,
             ended: None,
             idle_since: opened,
             count_tokens: false,
@@ -416,10 +420,10 @@ impl ClientConn {
         let written = self.out.len() as u64;
         let head =
             memchr::memmem::find(&self.out, b"\r\n\r\n").map_or(written, |end| end as u64 + 4);
-        let deadline = Instant::now() + self.shard.limits().idle_timeout;
+        let patience = io::Patience::from_now(self.shard.limits().idle_timeout);
         self.trace.written += written;
         self.trace.head_bytes += head;
-        if let Err(err) = io::flush(&mut self.stream, &mut self.out, deadline).await {
+        if let Err(err) = io::flush(&mut self.stream, &mut self.out, patience).await {
             tracing::debug!(shard = self.shard.id, error = %err, "error response not delivered");
         }
     }

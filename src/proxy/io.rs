@@ -3,6 +3,7 @@
 //! [`super::deadline`], not by a timer per operation).
 
 use std::io;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
@@ -46,7 +47,28 @@ pub(super) async fn read_into(
     }
 }
 
-/// Writes all of `data`, giving it back for reuse. Fails with `TimedOut` at `deadline`.
+/// How long a write may wait for its peer to take more bytes: `wait` from `from` for the
+/// first write, and `wait` again from every write that moved bytes. A client that reads
+/// slowly but steadily is served to the end; one that stops reading for `wait` is not (the
+/// rule of nginx's `send_timeout`: between two writes, not for the whole transfer).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Patience {
+    pub(super) from: Instant,
+    pub(super) wait: Duration,
+}
+
+impl Patience {
+    /// `wait` from now.
+    pub(super) fn from_now(wait: Duration) -> Patience {
+        Patience {
+            from: Instant::now(),
+            wait,
+        }
+    }
+}
+
+/// Writes all of `data`, giving it back for reuse. Fails with `TimedOut` once a write has
+/// waited past its [`Patience`].
 ///
 /// The loop of monoio's `write_all`, written out here so that each write's operation is
 /// built in place inside [`within`]: wrapping `write_all` copied its whole state (the
@@ -54,10 +76,11 @@ pub(super) async fn read_into(
 pub(super) async fn write_all<T: IoBuf + 'static>(
     stream: &mut TcpStream,
     mut data: T,
-    deadline: Instant,
+    patience: Patience,
 ) -> io::Result<T> {
     let len = data.bytes_init();
     let mut written = 0;
+    let mut deadline = patience.from + patience.wait;
     while written < len {
         let Some((result, rest)) = within(deadline, stream.write(data.slice(written..))).await
         else {
@@ -66,7 +89,13 @@ pub(super) async fn write_all<T: IoBuf + 'static>(
         data = rest.into_inner();
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
+            Ok(n) => {
+                written += n;
+                // Only a transfer the socket takes in pieces reads the clock.
+                if written < len {
+                    deadline = Instant::now() + patience.wait;
+                }
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }
@@ -78,10 +107,10 @@ pub(super) async fn write_all<T: IoBuf + 'static>(
 pub(super) async fn flush(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    deadline: Instant,
+    patience: Patience,
 ) -> io::Result<()> {
     let owned = std::mem::take(buf);
-    let mut owned = write_all(stream, owned, deadline).await?;
+    let mut owned = write_all(stream, owned, patience).await?;
     owned.clear();
     *buf = owned;
     Ok(())

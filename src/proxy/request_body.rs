@@ -58,8 +58,8 @@ impl ClientConn {
         if head.expect_continue && self.buf.is_empty() {
             self.clear_out();
             self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            let deadline = Instant::now() + self.shard.limits().idle_timeout;
-            io::flush(&mut self.stream, &mut self.out, deadline)
+            let patience = io::Patience::from_now(self.shard.limits().idle_timeout);
+            io::flush(&mut self.stream, &mut self.out, patience)
                 .await
                 .map_err(Error::ClientGone)?;
         }
@@ -100,14 +100,15 @@ impl ClientConn {
             self.trace.bytes_in += take as u64;
             if take == self.buf.len() {
                 let buf = std::mem::take(&mut self.buf);
-                let mut buf = io::write_all(&mut upstream.stream, buf, Instant::now() + timeout)
+                let patience = io::Patience::from_now(timeout);
+                let mut buf = io::write_all(&mut upstream.stream, buf, patience)
                     .await
                     .map_err(Error::UpstreamIo)?;
                 buf.clear();
                 self.buf = buf;
             } else {
                 let part = self.buf.split_to(take).freeze();
-                io::write_all(&mut upstream.stream, part, Instant::now() + timeout)
+                io::write_all(&mut upstream.stream, part, io::Patience::from_now(timeout))
                     .await
                     .map_err(Error::UpstreamIo)?;
             }
@@ -156,7 +157,7 @@ impl ClientConn {
                 io::flush(
                     &mut upstream.stream,
                     &mut self.out,
-                    Instant::now() + timeout,
+                    io::Patience::from_now(timeout),
                 )
                 .await
                 .map_err(Error::UpstreamIo)?;

@@ -262,19 +262,19 @@ impl ClientConn {
         conn: &mut UpstreamConn,
         len: usize,
     ) -> Result<(), Error> {
-        let deadline = Instant::now() + self.shard.limits().idle_timeout;
+        let patience = io::Patience::from_now(self.shard.limits().idle_timeout);
         self.response_started = true;
         self.trace.written += len as u64;
         if len == conn.buf.len() {
             let buf = std::mem::take(&mut conn.buf);
-            let mut buf = io::write_all(&mut self.stream, buf, deadline)
+            let mut buf = io::write_all(&mut self.stream, buf, patience)
                 .await
                 .map_err(Error::ClientGone)?;
             buf.clear();
             conn.buf = buf;
         } else if len > 0 {
             let part = conn.buf.split_to(len).freeze();
-            io::write_all(&mut self.stream, part, deadline)
+            io::write_all(&mut self.stream, part, patience)
                 .await
                 .map_err(Error::ClientGone)?;
         }
@@ -289,17 +289,19 @@ impl ClientConn {
     }
 
     /// Writes the scratch buffer (head and small bodies) to the client. The first write of a
-    /// response is due `idle_timeout` after the exchange started; later ones after they begin.
+    /// response waits `idle_timeout` from when its head came (a clock reading the exchange
+    /// took already); later ones from when they begin.
     async fn send_out(&mut self) -> Result<(), Error> {
-        let timeout = self.shard.limits().idle_timeout;
+        let wait = self.shard.limits().idle_timeout;
         let from = if self.response_started {
             Instant::now()
         } else {
-            self.started
+            self.answered_at
         };
         self.response_started = true;
         self.trace.written += self.out.len() as u64;
-        io::flush(&mut self.stream, &mut self.out, from + timeout)
+        let patience = io::Patience { from, wait };
+        io::flush(&mut self.stream, &mut self.out, patience)
             .await
             .map_err(Error::ClientGone)
     }

@@ -87,6 +87,7 @@ impl ClientConn {
     pub(super) fn begin_trace(&mut self) {
         let shard = &self.shard;
         self.started = Instant::now();
+        self.answered_at = self.started;
         self.ended = None;
         // The wall clock is read only for a log that needs it.
         let ts = match shard.access {
@@ -161,7 +162,9 @@ impl ClientConn {
     /// in the config): in the shard's metrics for every attempt answered, and in the trace,
     /// where the last attempt's stands.
     pub(super) fn upstream_answered(&mut self, upstream: usize, sent: Instant) {
-        let latency_us = sent.elapsed().as_micros() as u64;
+        let now = Instant::now();
+        self.answered_at = now;
+        let latency_us = now.saturating_duration_since(sent).as_micros() as u64;
         let slot = self
             .routing
             .as_ref()

@@ -150,7 +150,11 @@ impl ClientConn {
             // Small first pieces of a streamed body travel with the head.
             RequestBody::Streamed(_) | RequestBody::Chunked | RequestBody::Empty => {}
         }
-        if let Err(err) = io::flush(&mut conn.stream, &mut self.out, self.started + timeout).await {
+        let patience = io::Patience {
+            from: self.started,
+            wait: timeout,
+        };
+        if let Err(err) = io::flush(&mut conn.stream, &mut self.out, patience).await {
             return Err(HeadFailure::ClosedEarly(err));
         }
 
