@@ -259,13 +259,7 @@ fn sigterm_ends_the_hold_and_closes_the_connections() {
     support::signal(idle.id(), "TERM");
     let output = wait(idle);
 
-    assert_eq!(
-        output.status.code(),
-        Some(143),
-        "a shell's status for SIGTERM"
-    );
-    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
-    assert_eq!(summary["interrupted"], "SIGTERM");
+    let summary = support::interrupted_summary(&output, "TERM");
     assert_eq!(summary["held"], 30);
     assert!(summary["hold_s"].as_f64().unwrap() < 60.0);
     assert_eq!(server.when_all_closed().requests.len(), 30);

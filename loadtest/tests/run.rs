@@ -150,13 +150,7 @@ fn sigint_ends_a_run_early_with_the_summary_of_what_was_recorded() {
     support::signal(run.id(), "INT");
     let output = finish(run);
 
-    assert_eq!(
-        output.status.code(),
-        Some(130),
-        "a shell's status for SIGINT"
-    );
-    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
-    assert_eq!(summary["interrupted"], "SIGINT");
+    let summary = support::interrupted_summary(&output, "INT");
     let duration = summary["duration_s"].as_f64().unwrap();
     assert!((1.0..60.0).contains(&duration), "{duration}");
     let requests = summary["requests"].as_u64().unwrap();

@@ -260,3 +260,21 @@ pub fn wait_for_line(stderr: &mut impl BufRead, marker: &str) -> String {
     }
     line
 }
+
+/// The JSON summary of a run that `signal` (INT or TERM) ended: checked for the exit status a
+/// shell gives a process that signal ended, and for the summary's `interrupted` field.
+pub fn interrupted_summary(output: &Output, signal: &str) -> Value {
+    let status = match signal {
+        "INT" => 130,
+        "TERM" => 143,
+        other => panic!("no exit status known for SIG{other}"),
+    };
+    assert_eq!(
+        output.status.code(),
+        Some(status),
+        "the status for SIG{signal}"
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["interrupted"], format!("SIG{signal}"));
+    summary
+}
