@@ -96,6 +96,23 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
     }
 }
 
+/// Answers a connection handed over to a shard that is at `max_connections`: its request,
+/// already read (`pending`), gets a 503 and the connection closes. The request is logged
+/// like any other.
+pub async fn refuse_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, pending: BytesMut) {
+    let mut conn = ClientConn::new(stream, peer, &shard);
+    conn.buf = pending;
+    let mut fields = Vec::new();
+    // The head is whole in `pending` (the shard that handed it over parsed it): no read.
+    let head = conn.read_head(&mut fields, true).await.ok().flatten();
+    tracing::debug!(shard = shard.id, %peer, "owner at max_connections: refusing a handed-over request");
+    conn.begin_trace();
+    let error = Error::OwnerFull;
+    conn.answer_error(&error, true).await;
+    conn.trace.failed(&error, true);
+    conn.finish_exchange(head.as_ref());
+}
+
 /// What to do with the connection after an exchange.
 pub(super) enum Flow {
     /// Serve the next request here when `true`, close when `false`.

@@ -83,6 +83,13 @@ pub enum Error {
     /// key could be tried; the key is now disabled.
     #[error("the provider refused the gateway's key for this upstream ({0}); it is disabled")]
     ProviderKeyRefused(u16),
+    /// The connection was handed to the shard that owns its client key, and that shard is
+    /// at `max_connections`.
+    #[error(
+        "the gateway is at its connection limit for this client key (max_connections); \
+         retry in a moment"
+    )]
+    OwnerFull,
 }
 
 /// Which side of the gateway an error came from.
@@ -139,6 +146,7 @@ impl Error {
             Error::KeysExhausted(_) => (429, "keys_temporarily_exhausted", "rate_limit_error"),
             Error::KeysDisabled => (503, "upstream_unavailable", "upstream_error"),
             Error::ProviderKeyRefused(_) => (502, "upstream_error", "upstream_error"),
+            Error::OwnerFull => (503, "overloaded", "server_error"),
         })
     }
 }
@@ -174,6 +182,8 @@ pub fn write_error_response(
             head.field_u64(b"retry-after-ms", wait.div_ceil(1_000_000).max(1));
         }
         Error::Unauthorized(_) => head.field(b"WWW-Authenticate", b"Bearer realm=\"keygate\""),
+        // Connections close as others end: a second is a fair guess, not a promise.
+        Error::OwnerFull => head.field_u64(b"Retry-After", 1),
         _ => {}
     }
     extra(&mut head);
@@ -237,6 +247,7 @@ mod tests {
             (Error::Unauthorized(AuthError::Missing), Some(401)),
             (Error::Forbidden("this route"), Some(403)),
             (Error::RouteRetired("gone".into()), Some(410)),
+            (Error::OwnerFull, Some(503)),
         ];
         for (error, status) in table {
             assert_eq!(error.status().map(|s| s.0), status, "{error}");

@@ -22,7 +22,7 @@ mod trace;
 mod upstream;
 
 pub use buffers::BufferPool;
-pub use conn::{serve, serve_with};
+pub use conn::{refuse_with, serve, serve_with};
 pub(crate) use deadline::clear as clear_deadlines;
 pub use error::{write_error_response, Error, Side};
 pub use route::{has_dot_segment, Route, Router};

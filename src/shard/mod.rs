@@ -141,6 +141,10 @@ pub struct Shard {
 /// How often a shard hands its metrics over.
 const METRICS_PUBLISH: Duration = Duration::from_secs(1);
 
+/// The most 503 answers a shard at `max_connections` writes at once to connections handed to
+/// it; each holds a descriptor beyond the limit while it is written.
+const REFUSING_AT_ONCE: usize = 64;
+
 /// How often a shard hands its buffered access log records to the writer.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
 
@@ -204,19 +208,26 @@ impl Shard {
 
     /// Adopts connections other shards hand over, until the gateway drains.
     ///
-    /// Adopted connections count against `max_connections` like accepted ones: one past the
-    /// limit is closed, so no key can crowd a shard by arriving through other shards.
+    /// Adopted connections count against `max_connections` like accepted ones, so no key can
+    /// crowd a shard by arriving through other shards. One past the limit has its request
+    /// answered with a 503 and is closed; at most [`REFUSING_AT_ONCE`] such answers are
+    /// written at a time, and past that a connection is closed unanswered, as an accept
+    /// past the limit is.
     async fn adopt_connections(self: Rc<Self>, mut inbox: mpsc::UnboundedReceiver<Handoff>) {
         let mut pressure = listener::Pressure::default();
+        let refusing = Rc::new(Cell::new(0_usize));
         while let Some(Handoff {
             socket,
             peer,
             pending,
         }) = inbox.recv().await
         {
-            if self.connections.get() >= self.limits().max_connections {
+            let full = self.connections.get() >= self.limits().max_connections;
+            if full {
                 pressure.refused(self.id);
-                continue;
+                if refusing.get() >= REFUSING_AT_ONCE {
+                    continue;
+                }
             }
             let stream = match adopt(socket) {
                 Ok(stream) => stream,
@@ -226,8 +237,17 @@ impl Shard {
                     continue;
                 }
             };
-            self.connections.set(self.connections.get() + 1);
             let shard = Rc::clone(&self);
+            if full {
+                refusing.set(refusing.get() + 1);
+                let refusing = Rc::clone(&refusing);
+                monoio::spawn(async move {
+                    proxy::refuse_with(stream, peer, shard, pending).await;
+                    refusing.set(refusing.get() - 1);
+                });
+                continue;
+            }
+            self.connections.set(self.connections.get() + 1);
             monoio::spawn(async move {
                 proxy::serve_with(stream, peer, Rc::clone(&shard), pending).await;
                 shard.connections.set(shard.connections.get() - 1);
