@@ -16,6 +16,8 @@
 #        keygate  WORKERS shards, tuning/local.toml, `pool_max_idle` = CONNECTIONS; every key
 #                 with a rate limit, a burst and hourly and daily quotas, set so high that
 #                 nothing is refused: every request pays for authentication and admission
+#        keygate-plain  (only when named in TARGETS) the same keygate without client keys
+#                 and without its access log: what keys, limits and the log cost
 #        nginx    WORKERS worker processes, `reuseport`, upstream `keepalive` CONNECTIONS,
 #                 `proxy_http_version 1.1` and an empty upstream `Connection`,
 #                 `keepalive_requests` very high on both sides
@@ -53,7 +55,7 @@
 #   KEY_SCOPE=request   draw a key per request, or per connection (`connection`)
 #   MIX=plain=1         loadtest --mix (plain, stream, body); BODY_BYTES for `body`
 #   RATE=               open loop at this many requests a second (empty: closed loop)
-#   TARGETS="mock keygate nginx haproxy"
+#   TARGETS="mock keygate nginx haproxy"   (also: keygate-plain)
 #   MOCK_LATENCY_MS=0   the mock's --latency-ms: above 0, throughput is bound by latency
 #                       rather than CPU, which isolates the measurement from the load
 #                       generator's own CPU cost (see the agreement check in benchmarks.md)
@@ -159,6 +161,12 @@ start_keygate() {
     url[keygate]=127.0.0.1:$keygate_port
 }
 
+start_keygate_plain() {
+    start_bench_keygate "$bin/keygate" "" "pool_max_idle = $CONNECTIONS" plain
+    pid_of[keygate-plain]=$keygate_pid
+    url[keygate-plain]=127.0.0.1:$keygate_port
+}
+
 start_nginx() {
     local port dir=$tmp/nginx log=off
     port=$(free_port)
@@ -239,9 +247,11 @@ for target in $TARGETS; do
     case $target in
         mock) ;;
         keygate) start_keygate ;;
+        keygate-plain) start_keygate_plain ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
-        *) echo "unknown target $target (mock keygate nginx haproxy)" >&2; exit 2 ;;
+        *) echo "unknown target $target (mock keygate keygate-plain nginx haproxy)" >&2
+           exit 2 ;;
     esac
     ordered+=("$target")
 done
@@ -385,6 +395,7 @@ lines = ["| target | req/s | p50 | p99 | CPU µs/req | errors | req/s vs nginx |
          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 nginx = med.get(("loadtest", "nginx"))
 names = {"mock": "mock directly", "keygate": "keygate (keys, limits)",
+         "keygate-plain": "keygate-plain (no keys, no log)",
          "nginx": "nginx `proxy_pass`", "haproxy": "HAProxy"}
 for (tool, target), (rps, p50, p99, cpu_us, errors, other, _) in med.items():
     if tool != "loadtest":

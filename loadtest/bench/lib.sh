@@ -131,13 +131,15 @@ KEY
     first_key=$(head -1 "$tmp/keys.txt")
 }
 
-# start_bench_keygate BINARY GATEWAY_LINES UPSTREAM_LINES: keygate as the comparisons run it,
-# in $tmp/keygate: WORKERS shards on a free port, tuning/local.toml, the access log when
-# ACCESS_LOG=1, one upstream at the mock ($mock_port) on route `/`, and the client keys of
-# make_client_keys; extra lines go into [gateway] and [[upstream]]. Waits until it answers;
-# sets keygate_pid and keygate_port.
+# start_bench_keygate BINARY GATEWAY_LINES UPSTREAM_LINES [plain]: keygate as the comparisons
+# run it, in $tmp/keygate: WORKERS shards on a free port, tuning/local.toml, the access log
+# when ACCESS_LOG=1, one upstream at the mock ($mock_port) on route `/`, and the client keys
+# of make_client_keys; extra lines go into [gateway] and [[upstream]]. With `plain`, in
+# $tmp/keygate-plain, without client keys and without the access log: the proxy alone.
+# Waits until it answers; sets keygate_pid and keygate_port.
 start_bench_keygate() {
-    local binary=$1 gateway_lines=$2 upstream_lines=$3 dir=$tmp/keygate
+    local binary=$1 gateway_lines=$2 upstream_lines=$3 plain=${4:-} dir=$tmp/keygate
+    [ -n "$plain" ] && dir=$tmp/keygate-plain
     keygate_port=$(free_port)
     mkdir -p "$dir/state"
     {
@@ -145,15 +147,15 @@ start_bench_keygate() {
         printf 'tuning = "%s"\nstate_dir = "state"\ndrain_timeout = "1s"\n' \
             "$repo/tuning/local.toml"
         [ -n "$gateway_lines" ] && printf '%s\n' "$gateway_lines"
-        [ "${ACCESS_LOG:-1}" = 1 ] && printf 'access_log = "%s"\n' "$dir/access.log"
+        [ -z "$plain" ] && [ "${ACCESS_LOG:-1}" = 1 ] && printf 'access_log = "%s"\n' "$dir/access.log"
         printf '\n[[upstream]]\nname = "mock"\nprovider = "openai"\n'
         printf 'endpoints = ["http://127.0.0.1:%s"]\n' "$mock_port"
         [ -n "$upstream_lines" ] && printf '%s\n' "$upstream_lines"
         printf '\n[[route]]\npath_prefix = "/"\nupstream = "mock"\n'
-        cat "$tmp/keys.toml"
+        if [ -z "$plain" ]; then cat "$tmp/keys.toml"; fi
     } >"$dir/keygate.toml"
     (cd "$dir" && KEYGATE_LOG=warn exec "$binary" run --config keygate.toml) \
-        2>"$tmp/keygate.log" &
+        2>"$dir.log" &
     keygate_pid=$!
     pids+=("$keygate_pid")
     wait_ready keygate "$keygate_pid" "http://127.0.0.1:$keygate_port/v1/models" "$first_key"
