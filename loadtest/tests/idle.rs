@@ -318,6 +318,13 @@ fn a_signal_while_opening_counts_what_was_not_opened() {
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
+    // No hold began, so none is announced or ended on stderr.
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("interrupted while opening"), "{log}");
+    assert!(
+        !log.contains("holding") && !log.contains("hold over"),
+        "{log}"
+    );
 }
 
 #[test]

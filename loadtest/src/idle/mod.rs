@@ -221,7 +221,14 @@ async fn hold(
         tally.held = tally.open;
         tally.held
     };
-    info!(held, "hold over; closing the connections");
+    if interrupted {
+        info!(
+            open = held,
+            "interrupted while opening; closing the connections"
+        );
+    } else {
+        info!(held, "hold over; closing the connections");
+    }
     run.over.ring();
     let watchers = run.watchers.take();
     for watcher in watchers {
