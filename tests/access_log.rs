@@ -354,3 +354,107 @@ fn metrics_count_the_records_written_and_dropped() {
     );
     assert_eq!(metric("keygate_access_log_dropped_total"), Some(0));
 }
+
+/// Resets the connection on drop (SO_LINGER with a zero timeout), as a client that aborts
+/// does, instead of closing it.
+#[allow(unsafe_code)]
+fn reset_on_drop(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket, and a pointer to a `linger` of the size passed.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt SO_LINGER");
+}
+
+#[test]
+fn nothing_of_an_exchange_carries_over_to_the_next_on_its_connection() {
+    let mock = start_mock(&["--key", "sk-bad:status=401", "--key", "sk-good"]);
+    let gateway = start(mock.addr);
+    let addr = gateway.addr();
+
+    // A call with key app (limited, so its responses carry its budget), then a malformed head
+    // on the same connection: the 400 is nobody's, so it carries no key, no budget and no
+    // tokens.
+    let mut client = Client::connect(addr);
+    client.send(&chat("/v1/chat/completions", "kg-app-secret"));
+    assert_eq!(client.read_response(false).status, 200);
+    client.send(b"GET /bad HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    let bad = client.read_response(false);
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        bad.header("x-ratelimit-remaining-requests"),
+        None,
+        "{}",
+        bad.raw_head
+    );
+
+    // A keyed call, then a reset between requests; and a connection reset before it sent
+    // anything. Neither reset is an exchange: no record, and the tokens counted once.
+    let mut client = Client::connect(addr);
+    client.send(&chat("/v1/chat/completions", "kg-app-secret"));
+    assert_eq!(client.read_response(false).status, 200);
+    reset_on_drop(&client.stream);
+    drop(client);
+    let silent = Client::connect(addr);
+    reset_on_drop(&silent.stream);
+    drop(silent);
+    // The resets reach the gateway before it stops: give its reads a moment.
+    thread::sleep(Duration::from_millis(300));
+
+    let lines = stop_and_read(gateway);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let served: Vec<&Value> = lines.iter().filter(|l| l["status"] == 200).collect();
+    assert_eq!(served.len(), 2, "{lines:#?}");
+    for line in served {
+        assert_eq!(line["key_id"], "app");
+        assert_eq!(line["completion_tokens"], 5);
+    }
+    let bad = lines.iter().find(|l| l["status"] == 400).unwrap();
+    assert_eq!(bad["key_id"], Value::Null, "{bad}");
+    assert_eq!(bad["prompt_tokens"], Value::Null, "{bad}");
+    assert_eq!(bad["completion_tokens"], Value::Null, "{bad}");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_logged_as_a_write_timeout() {
+    let mock = start_mock(&[]);
+    let config = format!(
+        "{}[[upstream]]\nname = \"llm\"\nprovider = \"openai\"\nendpoints = [\"http://{}\"]\n\n{}",
+        gateway_section(1, "access_log = \"access.log\"\nidle_timeout = \"1s\""),
+        mock.addr,
+        route_section("/", None, "llm"),
+    );
+    let gateway = Gateway::start(&config);
+
+    // About 12 MB of answer, more than the sockets between the gateway and a client that
+    // reads nothing can hold: a write waits, and gives up after idle_timeout.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut client = Client::connect(gateway.addr());
+    client.send(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+             x-mock-tokens: 2000000\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let path = gateway.dir.0.join("access.log");
+    wait_for(|| !read_log(&path).is_empty(), "the cut exchange's line");
+    drop(client);
+
+    let lines = stop_and_read(gateway);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["error_code"], "client_write_timeout");
+}

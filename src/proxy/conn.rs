@@ -246,7 +246,14 @@ impl ClientConn {
             } else {
                 read.await
             };
-            match outcome.map_err(Error::ClientGone)? {
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                // A reset between requests is the client leaving, as a close is: there is no
+                // exchange to answer or log.
+                Err(_) if self.buf.is_empty() => return Ok(None),
+                Err(err) => return Err(Error::ClientGone(err)),
+            };
+            match outcome {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed if self.buf.is_empty() => return Ok(None),
                 ReadOutcome::Closed => {
@@ -263,9 +270,6 @@ impl ClientConn {
     async fn exchange(&mut self, head: &RequestHead) -> Result<Flow, Error> {
         self.response_started = false;
         self.body_done = matches!(head.framing, Framing::Empty | Framing::Length(0));
-        self.key = None;
-        self.count_tokens = false;
-        self.usage = None;
 
         if head.method == Method::Connect {
             return Err(Error::MethodNotAllowed);

@@ -72,8 +72,15 @@ impl Trace {
                     self.status = status;
                 }
             }
+            // Nobody is left to answer: the client went away, or stopped reading until a
+            // write to it gave up.
             None => {
-                self.error = Some("client_closed");
+                self.error = Some(match error {
+                    Error::ClientGone(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                        "client_write_timeout"
+                    }
+                    _ => "client_closed",
+                });
                 if self.status == 0 {
                     self.status = CLIENT_CLOSED;
                 }
@@ -83,8 +90,13 @@ impl Trace {
 }
 
 impl ClientConn {
-    /// Starts the trace of a new exchange.
+    /// Starts the trace of a new exchange. Nothing of the previous exchange on the
+    /// connection carries over: not its key (its budget fields, its record's `key_id`), not
+    /// its token usage.
     pub(super) fn begin_trace(&mut self) {
+        self.key = None;
+        self.count_tokens = false;
+        self.usage = None;
         let shard = &self.shard;
         self.started = Instant::now();
         self.answered_at = self.started;
