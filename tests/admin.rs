@@ -111,7 +111,7 @@ fn health_readiness_and_key_metrics_need_no_token() {
 #[test]
 fn the_admin_api_needs_the_token() {
     let mock = start_mock(&[]);
-    let (_gateway, admin) = start(mock.addr, true);
+    let (gateway, admin) = start(mock.addr, true);
     let missing = get(admin, "/admin/upstreams", None);
     assert_error(&missing, 401, "invalid_api_key");
     assert!(missing.header("www-authenticate").is_some());
@@ -138,6 +138,32 @@ fn the_admin_api_needs_the_token() {
         "{}",
         listed.body_text()
     );
+
+    // Every refusal leaves a line (someone may be guessing the token), never the token.
+    let put = format!(
+        "PUT /admin/upstreams HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    let wrong_method = roundtrip(admin, put.as_bytes());
+    assert_eq!(wrong_method.status, 405);
+    let refused = || {
+        gateway
+            .process
+            .log_lines()
+            .into_iter()
+            .filter(|line| line.contains("admin request refused"))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused().len() < 4 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let lines = refused();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.contains("status=401")).count(), 3);
+    assert!(lines[3].contains("status=405") && lines[3].contains("method=PUT"));
+    assert!(lines.iter().all(|l| l.contains("path=/admin/upstreams")));
+    let log = gateway.process.log_lines().join("\n");
+    assert!(!log.contains(prefix), "the token in the log: {log}");
 }
 
 #[test]

@@ -193,7 +193,9 @@ pub(super) fn failed(err: &ClientsError) -> Answer {
         500.. => tracing::error!(error = %err, "admin change failed"),
         _ => tracing::info!(error = %err, status, "admin change refused"),
     }
-    Answer::error(status, code, &err.to_string())
+    let mut answer = Answer::error(status, code, &err.to_string());
+    answer.logged = true;
+    answer
 }
 
 /// A JSON object body.

@@ -153,14 +153,27 @@ fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>, stop: &AtomicBoo
 
 /// Answers the one request of a connection, then closes it.
 fn serve(mut stream: TcpStream, state: &AdminState) {
-    let (answer, head_only) = match read_request(&mut stream) {
-        Ok(Some((head, body))) => (
-            routes::answer(state, &head, &body),
-            head.method == crate::http::Method::Head,
-        ),
+    let (answer, head) = match read_request(&mut stream) {
+        Ok(Some((head, body))) => (routes::answer(state, &head, &body), Some(head)),
         Ok(None) => return,
-        Err(answer) => (answer, false),
+        Err(answer) => (answer, None),
     };
+    if (400..500).contains(&answer.status()) && !answer.logged {
+        // A refused admin request is worth a line: a wrong token may be someone guessing.
+        // The path without its query; never a header (the token is in one).
+        let (method, path) = head.as_ref().map_or((&b""[..], &b""[..]), |head| {
+            (head.method_bytes(), head.path_only())
+        });
+        let peer = stream.peer_addr().ok();
+        tracing::info!(
+            status = answer.status(),
+            method = %String::from_utf8_lossy(method),
+            path = %String::from_utf8_lossy(path),
+            peer = ?peer,
+            "admin request refused"
+        );
+    }
+    let head_only = head.is_some_and(|head| head.method == crate::http::Method::Head);
     let mut bytes = answer.encode();
     if head_only {
         // RFC 9110 section 9.3.2: the fields a GET would have, without its content.

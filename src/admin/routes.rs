@@ -19,6 +19,8 @@ pub(super) struct Answer {
     body: Vec<u8>,
     /// Set on a 401: how to authenticate.
     challenge: bool,
+    /// Already logged where it was made, with its reason.
+    pub(super) logged: bool,
 }
 
 impl Answer {
@@ -30,7 +32,13 @@ impl Answer {
             content_type: "application/json",
             body,
             challenge: false,
+            logged: false,
         }
+    }
+
+    /// The status code.
+    pub(super) fn status(&self) -> u16 {
+        self.status
     }
 
     /// An error in the contract's JSON shape.
@@ -103,6 +111,7 @@ pub(super) fn answer(state: &AdminState, head: &RequestHead, body: &[u8]) -> Ans
             content_type: "text/plain; version=0.0.4",
             body: metrics::render(state, Clock::default().now()).into_bytes(),
             challenge: false,
+            logged: false,
         },
         ["healthz"] | ["readyz"] | ["metrics"] => method_not_allowed(),
         ["admin", rest @ ..] => match authorize(state, head) {
