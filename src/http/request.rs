@@ -232,6 +232,11 @@ fn path_of(target: &[u8]) -> Result<Range<usize>, ParseError> {
     if path_start == authority_start {
         return Err(ParseError::Malformed("absolute-form target without a host"));
     }
+    // RFC 9110 §4.2.4: userinfo in an http(s) URI is deprecated and a recipient should treat
+    // it as an error; `http://allowed.example@other/` names `other`, which readers disagree on.
+    if target[authority_start..path_start].contains(&b'@') {
+        return Err(ParseError::Malformed("absolute-form target with userinfo"));
+    }
     Ok(path_start..target.len())
 }
 
@@ -321,6 +326,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", ParseError::Malformed("invalid header name")),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", ParseError::Malformed("unsupported HTTP version")),
             (b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", ParseError::Malformed("request target is not origin- or absolute-form")),
+            (b"GET http://a.example@b/x HTTP/1.1\r\nHost: b\r\n\r\n", ParseError::Malformed("absolute-form target with userinfo")),
         ];
         for (input, expected) in table {
             let got = parse(input).map(|head| head.map(|h| h.framing));

@@ -71,7 +71,10 @@ impl Router {
                     .position(|upstream| upstream.name == route.upstream)
                     .unwrap_or(0),
                 prefix: route.path_prefix.as_bytes().into(),
-                host: route.host.as_ref().map(|host| host.as_bytes().into()),
+                host: route
+                    .host
+                    .as_ref()
+                    .map(|host| name_of(host.as_bytes()).into()),
                 state: route.state,
                 lifecycle: Lifecycle::new(route),
             })
@@ -101,9 +104,10 @@ impl Router {
         self.at(index).map_or(&[][..], |route| &route.prefix)
     }
 
-    /// The route for a request to `path` on `host` (which may carry a port).
+    /// The route for a request to `path` on `host` (which may carry a port, and a DNS
+    /// name's final dot).
     pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&Route> {
-        let host = host.map(strip_port);
+        let host = host.map(|host| name_of(strip_port(host)));
         self.routes.iter().find(|route| {
             path.starts_with(&route.prefix)
                 && route
@@ -112,6 +116,12 @@ impl Router {
                     .is_none_or(|want| host.is_some_and(|host| host.eq_ignore_ascii_case(want)))
         })
     }
+}
+
+/// A host name without the final dot of its fully qualified form: `api.example.` and
+/// `api.example` name the same host, and a route for one serves the other.
+fn name_of(host: &[u8]) -> &[u8] {
+    host.strip_suffix(b".").unwrap_or(host)
 }
 
 /// The host without its `:port` (keeping IPv6 literals whole).
@@ -177,6 +187,29 @@ mod tests {
                 String::from_utf8_lossy(path)
             );
         }
+    }
+
+    #[test]
+    fn a_host_route_serves_its_name_with_or_without_the_final_dot() {
+        let router = router(
+            "[[route]]\npath_prefix = \"/\"\nhost = \"internal.example\"\nupstream = \"up\"\n\
+             [[route]]\npath_prefix = \"/\"\nhost = \"dotted.example.\"\nupstream = \"up\"\n\
+             [[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n",
+        );
+        let index = |host: &[u8]| router.route(Some(host), b"/v1/x").map(|route| route.index);
+        for host in [
+            &b"internal.example"[..],
+            b"internal.example.",
+            b"INTERNAL.example.:443",
+        ] {
+            assert_eq!(index(host), Some(0), "{}", String::from_utf8_lossy(host));
+        }
+        for host in [&b"dotted.example"[..], b"dotted.example.:8080"] {
+            assert_eq!(index(host), Some(1), "{}", String::from_utf8_lossy(host));
+        }
+        // One dot is the fully qualified form; two are another name.
+        assert_eq!(index(b"internal.example.."), Some(2));
+        assert_eq!(index(b"other.example"), Some(2));
     }
 
     /// A config with the given `[[route]]` tables (TOML) in front of one upstream.
