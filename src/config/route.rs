@@ -309,6 +309,12 @@ fn route_host(v: &Text, cx: &mut Ctx<'_, '_>) -> String {
         cx.problems
             .at(v.span(), format!("host {written:?} is not a host name"));
     }
+    // The fully qualified form's final dot is not part of the name (as the router compares
+    // it), so `a.example.` and `a.example` are one host, for the duplicate check too.
+    let host = host
+        .strip_suffix('.')
+        .filter(|name| !name.is_empty())
+        .unwrap_or(host);
     host.to_ascii_lowercase()
 }
 
@@ -352,6 +358,15 @@ mod tests {
                 "c.toml:12:15: duplicate route for host and path_prefix \"a.test /v1/\"; \
                  first defined on line 8",
             ),
+            (
+                format!(
+                    "{GATEWAY}{UPSTREAM}{}{}",
+                    route("/v1/", "host = \"a.test\"\n", "up"),
+                    route("/v1/", "host = \"a.test.\"\n", "up")
+                ),
+                "c.toml:12:15: duplicate route for host and path_prefix \"a.test /v1/\"; \
+                 first defined on line 8",
+            ),
         ]);
 
         let hosts = [
@@ -360,6 +375,8 @@ mod tests {
             ("10.0.0.1:80", "10.0.0.1"),
             ("[::1]", "[::1]"),
             ("[::1]:8080", "[::1]"),
+            ("api.example.com.", "api.example.com"),
+            ("Api.Example.COM.:8443", "api.example.com"),
         ];
         for (written, want) in hosts {
             let text = with(&format!("host = \"{written}\"\n"));

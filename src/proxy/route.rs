@@ -71,10 +71,8 @@ impl Router {
                     .position(|upstream| upstream.name == route.upstream)
                     .unwrap_or(0),
                 prefix: route.path_prefix.as_bytes().into(),
-                host: route
-                    .host
-                    .as_ref()
-                    .map(|host| name_of(host.as_bytes()).into()),
+                // Stored lowercase, without a final dot (the config's `route_host`).
+                host: route.host.as_ref().map(|host| host.as_bytes().into()),
                 state: route.state,
                 lifecycle: Lifecycle::new(route),
             })
