@@ -21,8 +21,11 @@ use crate::http::RequestHead;
 /// Why a request is not authenticated. All map to 401 `invalid_api_key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// No key in `Authorization: Bearer`, `x-api-key` or `api-key`.
-    #[error("missing client key: send it as Authorization: Bearer KEY, x-api-key or api-key")]
+    /// No key in `Authorization: Bearer`, `x-api-key`, `api-key` or `x-goog-api-key`.
+    #[error(
+        "missing client key: send it as Authorization: Bearer KEY, x-api-key, api-key or \
+         x-goog-api-key"
+    )]
     Missing,
     /// The key is not one of the configured client keys.
     #[error("invalid client key")]
