@@ -24,6 +24,8 @@ pub const DEFAULT_KEEP: u32 = 5;
 pub const DEFAULT_BATCH_BYTES: usize = 64 << 10;
 /// Default [`Options::queue_batches`].
 pub const DEFAULT_QUEUE_BATCHES: usize = 256;
+/// Default [`Options::write_behind`]: 1 MiB.
+pub const DEFAULT_WRITE_BEHIND: u64 = 1 << 20;
 
 /// Where and how the access log is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,11 @@ pub struct Options {
     /// Batches waiting for the writer, across all shards, before shards drop records.
     /// Default [`DEFAULT_QUEUE_BATCHES`] (16 MiB of records at the default batch size).
     pub queue_batches: usize,
+    /// Written bytes handed to the disk at a time: each such step is sent on its way as soon
+    /// as it is whole, and the one before it, on disk by then, leaves the page cache. 0
+    /// leaves writing back to the kernel, which lets dirty pages pile up and then writes them
+    /// in bursts that take a core for tens of milliseconds. Default [`DEFAULT_WRITE_BEHIND`].
+    pub write_behind: u64,
 }
 
 impl Options {
@@ -53,6 +60,7 @@ impl Options {
             keep: DEFAULT_KEEP,
             batch_bytes: DEFAULT_BATCH_BYTES,
             queue_batches: DEFAULT_QUEUE_BATCHES,
+            write_behind: DEFAULT_WRITE_BEHIND,
         }
     }
 
@@ -89,6 +97,7 @@ impl AccessLog {
             path: options.path,
             file,
             size,
+            behind: WriteBehind::new(options.write_behind, size),
             max_bytes: options.max_bytes,
             keep: options.keep.max(1),
             stats: Arc::clone(&stats),
@@ -180,6 +189,7 @@ struct Writer {
     path: PathBuf,
     file: File,
     size: u64,
+    behind: WriteBehind,
     max_bytes: u64,
     keep: u32,
     stats: Arc<Stats>,
@@ -223,6 +233,7 @@ impl Writer {
             rest = &rest[len..];
         }
         self.stats.wrote(batch.records);
+        self.behind.advance(&self.file, self.size);
     }
 
     /// How much of `rest` goes into the current file: the whole lines that fit, after a
@@ -292,6 +303,7 @@ impl Writer {
         std::fs::rename(&self.path, numbered(&self.path, 1))?;
         self.file = open_append(&self.path)?;
         self.size = 0;
+        self.behind.restart(0);
         Ok(())
     }
 
@@ -299,7 +311,75 @@ impl Writer {
         let file = open_append(&self.path)?;
         self.size = file.metadata()?.len();
         self.file = file;
+        self.behind.restart(self.size);
         Ok(())
+    }
+}
+
+/// Hands the file's written bytes to the disk a step at a time, the way a streaming writer
+/// keeps the page cache from holding a backlog: when a step is whole its writeback starts
+/// (`sync_file_range`, which does not wait), and the step before it is waited for (started
+/// one step earlier, it is normally done) and dropped from the page cache
+/// (`POSIX_FADV_DONTNEED`). The disk then sees a steady trickle instead of the kernel's
+/// periodic bursts, and the log's old pages do not crowd the memory. Best effort: a call that
+/// fails changes nothing but the timing.
+#[derive(Debug)]
+struct WriteBehind {
+    /// The step in bytes; 0 is off.
+    step: u64,
+    /// Where the next step starts: everything before it has been handed to the disk.
+    next: u64,
+}
+
+impl WriteBehind {
+    fn new(step: u64, size: u64) -> WriteBehind {
+        let mut behind = WriteBehind { step, next: 0 };
+        behind.restart(size);
+        behind
+    }
+
+    /// Starts counting steps at the first step boundary from `size`, in a new or reopened
+    /// file (what came before is the kernel's to write, as before).
+    fn restart(&mut self, size: u64) {
+        self.next = match self.step {
+            0 => 0,
+            step => size.div_ceil(step) * step,
+        };
+    }
+
+    /// Hands over every step that the file, now `size` bytes long, holds whole.
+    fn advance(&mut self, file: &File, size: u64) {
+        if self.step == 0 {
+            return;
+        }
+        while self.next + self.step <= size {
+            hand_over(file, self.next, self.step);
+            self.next += self.step;
+        }
+    }
+}
+
+/// Starts writeback of `len` bytes at `offset`, then waits for the `len` bytes before them
+/// and drops them from the page cache.
+#[allow(unsafe_code)]
+fn hand_over(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain system calls on a descriptor this writer owns; no memory is passed.
+    unsafe {
+        libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        if offset >= len {
+            let before = offset - len;
+            let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            if libc::sync_file_range(fd, before, len, wait) == 0 {
+                libc::posix_fadvise(fd, before, len, libc::POSIX_FADV_DONTNEED);
+            }
+        }
     }
 }
 
@@ -425,6 +505,89 @@ mod tests {
 
         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok().map(|m| m & !0o640), Some(0), "at most rw-r-----");
+    }
+
+    /// The page size, and which of `path`'s pages are in the page cache, one flag per page.
+    #[allow(unsafe_code)]
+    fn resident_pages(path: &Path) -> (usize, Vec<bool>) {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).expect("open");
+        let len = file.metadata().expect("metadata").len() as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let mut flags = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a read-only shared mapping of `len` bytes of an open file, unmapped before
+        // return; mincore writes one byte per page into `flags`, which holds that many.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED, "mmap");
+            let got = libc::mincore(map, len, flags.as_mut_ptr());
+            libc::munmap(map, len);
+            assert_eq!(got, 0, "mincore");
+        }
+        (page, flags.iter().map(|flag| flag & 1 == 1).collect())
+    }
+
+    /// Whether this file system drops a file's written pages from the page cache once they
+    /// are on disk (tmpfs, for one, keeps them: they are the file).
+    fn drops_written_pages(dir: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let path = dir.join("probe");
+        let mut file = File::create(&path).expect("create probe");
+        file.write_all(&[b'x'; 1 << 16]).expect("write probe");
+        file.sync_all().expect("sync probe");
+        #[allow(unsafe_code)]
+        // SAFETY: a system call on an open descriptor; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+        let dropped = !resident_pages(&path).1.iter().any(|&resident| resident);
+        let _ = std::fs::remove_file(&path);
+        dropped
+    }
+
+    #[test]
+    fn written_steps_go_to_disk_and_leave_the_page_cache() {
+        let dir = TempDir::new("behind");
+        let path = dir.0.join("access.log");
+        let step = 64 << 10;
+        let mut log = AccessLog::open(Options {
+            batch_bytes: 4096,
+            write_behind: step,
+            ..Options::new(&path)
+        })
+        .expect("open");
+        let count = 10 * step / line_len();
+        let mut shard_log = log.shard_log();
+        for seq in 0..count {
+            shard_log.record(&record(seq));
+        }
+        shard_log.flush();
+        log.finish().expect("finish");
+
+        if drops_written_pages(&dir.0) {
+            // Every whole step but the last was waited for and dropped; the last was only
+            // started, and what follows it is the kernel's.
+            let (page, resident) = resident_pages(&path);
+            let handed = (count * line_len() / step) as usize;
+            let dropped = (handed - 1) * step as usize / page;
+            assert!(handed >= 9, "{handed} steps");
+            assert!(
+                !resident[..dropped].iter().any(|&resident| resident),
+                "pages still cached among the first {dropped}: {resident:?}"
+            );
+        } else {
+            eprintln!("this file system keeps written pages cached: residency not checked");
+        }
+        // Nothing was lost on the way.
+        assert_eq!(seqs(&path), (0..count).collect::<Vec<_>>());
     }
 
     #[test]
@@ -599,6 +762,7 @@ mod tests {
                 .open(full)
                 .expect("open /dev/full"),
             size: 0,
+            behind: WriteBehind::new(DEFAULT_WRITE_BEHIND, 0),
             max_bytes: 0,
             keep: 1,
             stats: Arc::clone(&stats),
