@@ -318,9 +318,9 @@ impl Writer {
 
 /// Hands the file's written bytes to the disk a step at a time, the way a streaming writer
 /// keeps the page cache from holding a backlog: when a step is whole its writeback starts
-/// (`sync_file_range`, which does not wait), and the step before it is waited for (started
-/// one step earlier, it is normally done) and dropped from the page cache
-/// (`POSIX_FADV_DONTNEED`). The disk then sees a steady trickle instead of the kernel's
+/// (`sync_file_range`, which does not wait), and the step [`STEPS_IN_FLIGHT`] back is waited
+/// for (started that many steps earlier, it is normally done) and dropped from the page
+/// cache (`POSIX_FADV_DONTNEED`). The disk then sees a steady trickle instead of the kernel's
 /// periodic bursts, and the log's old pages do not crowd the memory. Best effort: a call that
 /// fails changes nothing but the timing.
 #[derive(Debug)]
@@ -359,20 +359,30 @@ impl WriteBehind {
     }
 }
 
-/// Starts writeback of `len` bytes at `offset`, then waits for the `len` bytes before them
-/// and drops them from the page cache.
+/// Steps whose writeback may be under way at once: the writer waits only for the step this
+/// many back, so a disk that falls behind for a moment is not waited for at once (the queue
+/// in front of the writer, and then the drop count, are for a disk that stays behind).
+const STEPS_IN_FLIGHT: u64 = 4;
+
+/// Starts writeback of `len` bytes at `offset`, then waits for the `len` bytes
+/// [`STEPS_IN_FLIGHT`] steps before them and drops those from the page cache.
 #[allow(unsafe_code)]
 fn hand_over(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+    let back = len.saturating_mul(STEPS_IN_FLIGHT);
+    let (Ok(offset), Ok(len), Ok(back)) = (
+        i64::try_from(offset),
+        i64::try_from(len),
+        i64::try_from(back),
+    ) else {
         return;
     };
     // SAFETY: plain system calls on a descriptor this writer owns; no memory is passed.
     unsafe {
         libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE);
-        if offset >= len {
-            let before = offset - len;
+        if offset >= back {
+            let before = offset - back;
             let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
                 | libc::SYNC_FILE_RANGE_WRITE
                 | libc::SYNC_FILE_RANGE_WAIT_AFTER;
@@ -573,11 +583,11 @@ mod tests {
         log.finish().expect("finish");
 
         if drops_written_pages(&dir.0) {
-            // Every whole step but the last was waited for and dropped; the last was only
-            // started, and what follows it is the kernel's.
+            // Every whole step but the last STEPS_IN_FLIGHT was waited for and dropped; those
+            // were only started, and what follows them is the kernel's.
             let (page, resident) = resident_pages(&path);
-            let handed = (count * line_len() / step) as usize;
-            let dropped = (handed - 1) * step as usize / page;
+            let handed = count * line_len() / step;
+            let dropped = ((handed - STEPS_IN_FLIGHT) * step) as usize / page;
             assert!(handed >= 9, "{handed} steps");
             assert!(
                 !resident[..dropped].iter().any(|&resident| resident),
