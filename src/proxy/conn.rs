@@ -105,7 +105,7 @@ pub async fn refuse_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, 
     let mut fields = Vec::new();
     // The head is whole in `pending` (the shard that handed it over parsed it): no read.
     let head = conn.read_head(&mut fields, true).await.ok().flatten();
-    tracing::debug!(shard = shard.id, %peer, "owner at max_connections: refusing a handed-over request");
+    tracing::debug!(shard = shard.id, %peer, "at max_connections: refusing a handed-over request");
     conn.begin_trace();
     let error = Error::OwnerFull;
     conn.answer_error(&error, true).await;
