@@ -145,6 +145,11 @@ fn the_admin_api_needs_the_token() {
     );
     let wrong_method = roundtrip(admin, put.as_bytes());
     assert_eq!(wrong_method.status, 405);
+    let big = format!(
+        "POST /admin/keys HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 70000\r\n\r\n"
+    );
+    assert_eq!(roundtrip(admin, big.as_bytes()).status, 413);
     let refused = || {
         gateway
             .process
@@ -154,14 +159,28 @@ fn the_admin_api_needs_the_token() {
             .collect::<Vec<_>>()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while refused().len() < 4 && Instant::now() < deadline {
+    while refused().len() < 5 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
     let lines = refused();
-    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
     assert_eq!(lines.iter().filter(|l| l.contains("status=401")).count(), 3);
     assert!(lines[3].contains("status=405") && lines[3].contains("method=PUT"));
-    assert!(lines.iter().all(|l| l.contains("path=/admin/upstreams")));
+    assert!(lines[..4]
+        .iter()
+        .all(|l| l.contains("path=/admin/upstreams")));
+    // Refused for its body, after the head was read: the line still names the request.
+    assert!(
+        lines[4].contains("status=413")
+            && lines[4].contains("method=POST")
+            && lines[4].contains("path=/admin/keys"),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("peer=127.0.0.1:")),
+        "{lines:#?}"
+    );
     let log = gateway.process.log_lines().join("\n");
     assert!(!log.contains(prefix), "the token in the log: {log}");
 }

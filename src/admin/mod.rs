@@ -156,7 +156,7 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
     let (answer, head) = match read_request(&mut stream) {
         Ok(Some((head, body))) => (routes::answer(state, &head, &body), Some(head)),
         Ok(None) => return,
-        Err(answer) => (answer, None),
+        Err(unread) => unread,
     };
     if (400..500).contains(&answer.status()) && !answer.logged {
         // A refused admin request is worth a line: a wrong token may be someone guessing.
@@ -164,12 +164,14 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
         let (method, path) = head.as_ref().map_or((&b""[..], &b""[..]), |head| {
             (head.method_bytes(), head.path_only())
         });
-        let peer = stream.peer_addr().ok();
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_owned(), |peer| peer.to_string());
         tracing::info!(
             status = answer.status(),
             method = %String::from_utf8_lossy(method),
             path = %String::from_utf8_lossy(path),
-            peer = ?peer,
+            %peer,
             "admin request refused"
         );
     }
@@ -185,8 +187,11 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
     }
 }
 
+/// Why a request could not be read whole: the answer, and the head when it was read.
+type Unread = (routes::Answer, Option<RequestHead>);
+
 /// Reads a request head and a small body. `Ok(None)`: the client left without a request.
-fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>, routes::Answer> {
+fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>, Unread> {
     // IO_TIMEOUT bounds the whole request, not each read: a client trickling bytes cannot
     // hold one of the few admin connections.
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
@@ -205,16 +210,16 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
         match RequestHead::parse(&mut buf, MAX_HEAD, &mut fields) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
-            Err(err) => return Err(routes::Answer::error(400, "bad_request", &err.to_string())),
+            Err(err) => {
+                let answer = routes::Answer::error(400, "bad_request", &err.to_string());
+                return Err((answer, None));
+            }
         }
         match read(stream, &mut chunk) {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => {
-                return Err(routes::Answer::error(
-                    400,
-                    "bad_request",
-                    "incomplete request",
-                ))
+                let answer = routes::Answer::error(400, "bad_request", "incomplete request");
+                return Err((answer, None));
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => return Ok(None),
@@ -224,25 +229,25 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
         crate::http::Framing::Empty => 0,
         crate::http::Framing::Length(length) if length <= routes::MAX_BODY => length as usize,
         crate::http::Framing::Length(_) => {
-            return Err(routes::Answer::error(
-                413,
-                "request_too_large",
-                "admin bodies are small",
-            ))
+            let answer = routes::Answer::error(413, "request_too_large", "admin bodies are small");
+            return Err((answer, Some(head)));
         }
         _ => {
-            return Err(routes::Answer::error(
-                400,
-                "bad_request",
-                "send admin bodies with Content-Length",
-            ))
+            let message = "send admin bodies with Content-Length";
+            return Err((
+                routes::Answer::error(400, "bad_request", message),
+                Some(head),
+            ));
         }
     };
     while buf.len() < length {
         match read(stream, &mut chunk) {
             Ok(0) => {
                 let message = "the body ended before its Content-Length";
-                return Err(routes::Answer::error(400, "bad_request", message));
+                return Err((
+                    routes::Answer::error(400, "bad_request", message),
+                    Some(head),
+                ));
             }
             Err(err)
                 if matches!(
@@ -251,7 +256,8 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
                 ) =>
             {
                 let message = "the body did not arrive within 5 s";
-                return Err(routes::Answer::error(408, "request_timeout", message));
+                let answer = routes::Answer::error(408, "request_timeout", message);
+                return Err((answer, Some(head)));
             }
             Err(_) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
