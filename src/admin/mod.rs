@@ -154,7 +154,7 @@ fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>, stop: &AtomicBoo
 /// Answers the one request of a connection, then closes it.
 fn serve(mut stream: TcpStream, state: &AdminState) {
     let (answer, head) = match read_request(&mut stream) {
-        Ok(Some((head, body))) => (routes::answer(state, &head, &body), Some(head)),
+        Ok(Some((head, body))) => (routes::answer(state, &head, &body), Some(Box::new(head))),
         Ok(None) => return,
         Err(unread) => unread,
     };
@@ -188,7 +188,7 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
 }
 
 /// Why a request could not be read whole: the answer, and the head when it was read.
-type Unread = (routes::Answer, Option<RequestHead>);
+type Unread = (routes::Answer, Option<Box<RequestHead>>);
 
 /// Reads a request head and a small body. `Ok(None)`: the client left without a request.
 fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>, Unread> {
@@ -230,13 +230,13 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
         crate::http::Framing::Length(length) if length <= routes::MAX_BODY => length as usize,
         crate::http::Framing::Length(_) => {
             let answer = routes::Answer::error(413, "request_too_large", "admin bodies are small");
-            return Err((answer, Some(head)));
+            return Err((answer, Some(Box::new(head))));
         }
         _ => {
             let message = "send admin bodies with Content-Length";
             return Err((
                 routes::Answer::error(400, "bad_request", message),
-                Some(head),
+                Some(Box::new(head)),
             ));
         }
     };
@@ -246,7 +246,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
                 let message = "the body ended before its Content-Length";
                 return Err((
                     routes::Answer::error(400, "bad_request", message),
-                    Some(head),
+                    Some(Box::new(head)),
                 ));
             }
             Err(err)
@@ -257,7 +257,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<(RequestHead, Vec<u8>)>
             {
                 let message = "the body did not arrive within 5 s";
                 let answer = routes::Answer::error(408, "request_timeout", message);
-                return Err((answer, Some(head)));
+                return Err((answer, Some(Box::new(head))));
             }
             Err(_) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
