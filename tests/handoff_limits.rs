@@ -71,7 +71,10 @@ fn handed_over_connections_respect_the_owners_connection_limit() {
     let logged = lines
         .iter()
         .filter(|line| line["status"] == 503 && line["error_code"] == "overloaded")
-        .inspect(|line| assert_eq!(line["path"], "/v1/models", "{line}"))
+        .inspect(|line| {
+            assert_eq!(line["path"], "/v1/models", "{line}");
+            assert_eq!(line["key_id"], "app", "{line}");
+        })
         .count();
     assert_eq!(logged, refused, "{log}");
 }

@@ -98,7 +98,7 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
 
 /// Answers a connection handed over to a shard that is at `max_connections`: its request,
 /// already read (`pending`), gets a 503 and the connection closes. The request is logged
-/// like any other.
+/// like any other, under the key that brought it here.
 pub async fn refuse_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, pending: BytesMut) {
     let mut conn = ClientConn::new(stream, peer, &shard);
     conn.buf = pending;
@@ -107,6 +107,15 @@ pub async fn refuse_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, 
     let head = conn.read_head(&mut fields, true).await.ok().flatten();
     tracing::debug!(shard = shard.id, %peer, "at max_connections: refusing a handed-over request");
     conn.begin_trace();
+    // The key was recognised on the shard that handed the connection over (that is how it
+    // came here): the record and the key's counts name it.
+    if let Some(head) = &head {
+        let table = shard.keys.get();
+        let key = keys::presented(head)
+            .ok()
+            .and_then(|presented| table.authenticate(presented, shard.clock.now()).ok());
+        conn.key = key.map(|key| key.index);
+    }
     let error = Error::OwnerFull;
     conn.answer_error(&error, true).await;
     conn.trace.failed(&error, true);
