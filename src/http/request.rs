@@ -130,9 +130,13 @@ impl RequestHead {
         self.slice(&self.target)
     }
 
-    /// The path (and query) of the target: the target itself in origin-form.
+    /// The path (and query) of the target: the target itself in origin-form; `/` for an
+    /// absolute-form target without a path (`http://host`, RFC 9110 §4.2.3).
     pub fn path(&self) -> &[u8] {
-        self.slice(&self.path)
+        match self.slice(&self.path) {
+            b"" => b"/",
+            path => path,
+        }
     }
 
     /// The path without its query.
@@ -232,6 +236,13 @@ fn path_of(target: &[u8]) -> Result<Range<usize>, ParseError> {
     if path_start == authority_start {
         return Err(ParseError::Malformed("absolute-form target without a host"));
     }
+    // A query needs a path before it to be forwarded in origin-form; `http://host?q` is
+    // refused rather than rewritten.
+    if target.get(path_start) == Some(&b'?') {
+        return Err(ParseError::Malformed(
+            "absolute-form target with a query but no path",
+        ));
+    }
     // RFC 9110 §4.2.4: userinfo in an http(s) URI is deprecated and a recipient should treat
     // it as an error; `http://allowed.example@other/` names `other`, which readers disagree on.
     if target[authority_start..path_start].contains(&b'@') {
@@ -327,6 +338,7 @@ mod tests {
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", ParseError::Malformed("unsupported HTTP version")),
             (b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", ParseError::Malformed("request target is not origin- or absolute-form")),
             (b"GET http://a.example@b/x HTTP/1.1\r\nHost: b\r\n\r\n", ParseError::Malformed("absolute-form target with userinfo")),
+            (b"GET http://a.example?q HTTP/1.1\r\nHost: b\r\n\r\n", ParseError::Malformed("absolute-form target with a query but no path")),
         ];
         for (input, expected) in table {
             let got = parse(input).map(|head| head.map(|h| h.framing));
@@ -420,7 +432,8 @@ mod tests {
         assert_eq!(head.path(), b"/v1/models?x");
         assert_eq!(head.host(), Some(&b"api.example:8080"[..]));
         let head = parse_ok(b"GET http://api.example HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(head.path(), b"");
+        assert_eq!(head.path(), b"/");
+        assert_eq!(head.host(), Some(&b"api.example"[..]));
     }
 
     #[test]
