@@ -147,7 +147,9 @@ start_bench_keygate() {
         printf 'tuning = "%s"\nstate_dir = "state"\ndrain_timeout = "1s"\n' \
             "$repo/tuning/local.toml"
         [ -n "$gateway_lines" ] && printf '%s\n' "$gateway_lines"
-        [ -z "$plain" ] && [ "${ACCESS_LOG:-1}" = 1 ] && printf 'access_log = "%s"\n' "$dir/access.log"
+        if [ -z "$plain" ] && [ "${ACCESS_LOG:-1}" = 1 ]; then
+            printf 'access_log = "%s"\n' "$dir/access.log"
+        fi
         printf '\n[[upstream]]\nname = "mock"\nprovider = "openai"\n'
         printf 'endpoints = ["http://127.0.0.1:%s"]\n' "$mock_port"
         [ -n "$upstream_lines" ] && printf '%s\n' "$upstream_lines"
