@@ -45,7 +45,7 @@ pub struct Options {
     /// Default [`DEFAULT_QUEUE_BATCHES`] (16 MiB of records at the default batch size).
     pub queue_batches: usize,
     /// Written bytes handed to the disk at a time: each such step is sent on its way as soon
-    /// as it is whole, and the one before it, on disk by then, leaves the page cache. 0
+    /// as it is whole, and an earlier one, on disk by then, leaves the page cache. 0
     /// leaves writing back to the kernel, which lets dirty pages pile up and then writes them
     /// in bursts that take a core for tens of milliseconds. Default [`DEFAULT_WRITE_BEHIND`].
     pub write_behind: u64,

@@ -154,9 +154,9 @@ fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>, stop: &AtomicBoo
 /// Answers the one request of a connection, then closes it.
 fn serve(mut stream: TcpStream, state: &AdminState) {
     let (answer, head) = match read_request(&mut stream) {
-        Ok(Some((head, body))) => (routes::answer(state, &head, &body), Some(Box::new(head))),
+        Ok(Some((head, body))) => (routes::answer(state, &head, &body), Some(head)),
         Ok(None) => return,
-        Err(unread) => unread,
+        Err((answer, head)) => (answer, head.map(|head| *head)),
     };
     if (400..500).contains(&answer.status()) && !answer.logged {
         // A refused admin request is worth a line: a wrong token may be someone guessing.

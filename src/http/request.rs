@@ -337,8 +337,14 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", ParseError::Malformed("invalid header name")),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", ParseError::Malformed("unsupported HTTP version")),
             (b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", ParseError::Malformed("request target is not origin- or absolute-form")),
-            (b"GET http://a.example@b/x HTTP/1.1\r\nHost: b\r\n\r\n", ParseError::Malformed("absolute-form target with userinfo")),
-            (b"GET http://a.example?q HTTP/1.1\r\nHost: b\r\n\r\n", ParseError::Malformed("absolute-form target with a query but no path")),
+            (
+                b"GET http://a.example@b/x HTTP/1.1\r\nHost: b\r\n\r\n",
+                ParseError::Malformed("absolute-form target with userinfo"),
+            ),
+            (
+                b"GET http://a.example?q HTTP/1.1\r\nHost: b\r\n\r\n",
+                ParseError::Malformed("absolute-form target with a query but no path"),
+            ),
         ];
         for (input, expected) in table {
             let got = parse(input).map(|head| head.map(|h| h.framing));

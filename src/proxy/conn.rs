@@ -84,7 +84,6 @@ pub async fn serve_with(stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>, p
                 }
                 conn.trace.failed(&error, answered);
                 conn.finish_exchange(Some(&head));
-                conn.key = None;
                 reusable
             }
         };
